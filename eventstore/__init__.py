@@ -1,0 +1,1 @@
+"""The receipt ledger: canonical bytes, hashing, signing, the append-only store, verification."""

@@ -1,0 +1,108 @@
+"""RFC 8785 (JCS) canonical JSON for the ledger's value domain, with its validation.
+
+The ledger admits only JSON that every auditor's implementation reads the same way: no floats
+(their text form differs between languages), integers within +-(2**53 - 1) (the range an
+IEEE double holds exactly), string keys, valid Unicode. Within that domain JCS reduces to:
+object members sorted by the UTF-16 code units of their names, no insignificant white space,
+integers in plain decimal, and strings escaped as ECMAScript's JSON.stringify does. msgspec's
+string encoder already escapes exactly so (short forms for \\b \\t \\n \\f \\r, lowercase
+\\u00xx for other controls, everything else verbatim UTF-8), which a test checks against an
+independent implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+MAX_DEPTH: Final = 32
+"""Nesting limit for data and meta: deep enough for any business payload, shallow enough that
+a hostile document cannot exhaust the stack of a recursive reader."""
+
+_encode_str = msgspec.json.encode
+
+
+class InvalidPayloadError(ValueError):
+    """A value that cannot enter the ledger; `path` names where it sits (e.g. ``data.amount``)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path or "$"
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _utf16_key(name: str) -> bytes:
+    return name.encode("utf-16-be", "surrogatepass")
+
+
+def _child(path: str, key: str) -> str:
+    if key.isidentifier():
+        return f"{path}.{key}" if path else key
+    return f"{path}[{_encode_str(key).decode()}]"
+
+
+def _write(value: object, path: str, depth: int, out: list[bytes]) -> None:
+    # Exact type checks: bool is an int subclass and must be tested first.
+    if value is None:
+        out.append(b"null")
+    elif value is True:
+        out.append(b"true")
+    elif value is False:
+        out.append(b"false")
+    elif isinstance(value, str):
+        try:
+            out.append(_encode_str(value))
+        except UnicodeEncodeError:
+            raise InvalidPayloadError(path, "not valid Unicode (lone surrogate)") from None
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise InvalidPayloadError(
+                path, "integer outside +-(2**53-1); send large numbers as decimal strings"
+            )
+        out.append(str(int(value)).encode())
+    elif isinstance(value, float):
+        raise InvalidPayloadError(path, "floats are not allowed; send decimals as strings")
+    elif isinstance(value, Mapping):
+        if depth >= MAX_DEPTH:
+            raise InvalidPayloadError(path, f"nested deeper than {MAX_DEPTH} levels")
+        for key in value:
+            if not isinstance(key, str):
+                raise InvalidPayloadError(path, f"object key {key!r} is not a string")
+        out.append(b"{")
+        first = True
+        for key in sorted(value, key=_utf16_key):
+            if not first:
+                out.append(b",")
+            first = False
+            child = _child(path, key)
+            try:
+                out.append(_encode_str(key))
+            except UnicodeEncodeError:
+                raise InvalidPayloadError(child, "key is not valid Unicode") from None
+            out.append(b":")
+            _write(value[key], child, depth + 1, out)
+        out.append(b"}")
+    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        if depth >= MAX_DEPTH:
+            raise InvalidPayloadError(path, f"nested deeper than {MAX_DEPTH} levels")
+        out.append(b"[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(b",")
+            _write(item, f"{path}[{index}]", depth + 1, out)
+        out.append(b"]")
+    else:
+        raise InvalidPayloadError(path, f"{type(value).__name__} is not a JSON value")
+
+
+def canonical_json(value: Any, path: str = "") -> bytes:
+    """The JCS bytes of `value`, or InvalidPayloadError naming the first offending path.
+
+    `path` prefixes the paths in errors; the root itself is reported as ``$``.
+    """
+    out: list[bytes] = []
+    _write(value, path, 0, out)
+    return b"".join(out)

@@ -1,0 +1,129 @@
+-- valueledger schema: the only DDL of the project. Idempotent: applying it twice changes nothing.
+-- Applied by `valueledger migrate` and at start-up, as the owner (never as the application role).
+
+-- Roles (cluster-wide). valueledger_app is what the service runs as: it may INSERT and SELECT the
+-- ledger and nothing more. valueledger_auditor may only read. Login roles are granted membership.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'valueledger_app') THEN
+        CREATE ROLE valueledger_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'valueledger_auditor') THEN
+        CREATE ROLE valueledger_auditor NOLOGIN;
+    END IF;
+EXCEPTION WHEN unique_violation OR duplicate_object THEN
+    NULL;  -- another database of the cluster created it at the same moment
+END
+$$;
+
+-- Epochs lead every cursor: a logical restore resets transaction ids, and a new epoch keeps
+-- the (epoch, tx_id, position) order monotonic across it. See docs/event-store.md.
+CREATE TABLE IF NOT EXISTS store_epochs (
+    epoch      integer PRIMARY KEY CHECK (epoch >= 1),
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    reason     text NOT NULL
+);
+INSERT INTO store_epochs (epoch, reason) VALUES (1, 'store created') ON CONFLICT DO NOTHING;
+
+-- Public keys only: private keys never enter the database.
+CREATE TABLE IF NOT EXISTS signing_keys (
+    key_id     text PRIMARY KEY CHECK (key_id ~ '^[0-9a-f]{64}$'),
+    public_key text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    retired_at timestamptz,
+    CHECK (retired_at IS NULL OR retired_at > created_at)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS signing_keys_one_current ON signing_keys ((true))
+    WHERE retired_at IS NULL;
+
+-- The ledger. One hash chain per tenant (seq 1, 2, 3...), one version sequence per stream.
+CREATE TABLE IF NOT EXISTS events (
+    position    bigint GENERATED ALWAYS AS IDENTITY,
+    epoch       integer NOT NULL,
+    tx_id       xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    tenant      text NOT NULL,
+    seq         bigint NOT NULL CHECK (seq >= 1),
+    stream_id   text NOT NULL,
+    version     bigint NOT NULL CHECK (version >= 1),
+    type        text NOT NULL,
+    canonical   bytea NOT NULL,
+    data        jsonb NOT NULL,
+    meta        jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    prev_hash   text NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),
+    hash        text NOT NULL CHECK (hash = encode(sha256(canonical), 'hex')),
+    signature   text NOT NULL,
+    key_id      text NOT NULL,
+    PRIMARY KEY (tenant, seq),
+    UNIQUE (stream_id, version)
+);
+-- The commit-safe read order (read_all, subscribe, projections).
+CREATE INDEX IF NOT EXISTS events_commit_order ON events (epoch, tx_id, position);
+
+-- The head of each tenant's chain. Its row lock orders appends within a tenant and never
+-- across tenants; its seq and hash let verification detect a truncated tail.
+CREATE TABLE IF NOT EXISTS chain_heads (
+    tenant      text PRIMARY KEY,
+    seq         bigint NOT NULL,
+    hash        text NOT NULL,
+    recorded_at timestamptz,
+    key_id      text
+);
+
+-- Idempotent appends: the same key and content returns the first append's events.
+CREATE TABLE IF NOT EXISTS append_idempotency (
+    tenant          text NOT NULL,
+    idempotency_key text NOT NULL,
+    content_hash    text NOT NULL,
+    first_seq       bigint NOT NULL,
+    event_count     integer NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant, idempotency_key)
+);
+
+-- Where each named subscriber (projector, webhook dispatcher...) has read up to.
+CREATE TABLE IF NOT EXISTS subscription_checkpoints (
+    name       text PRIMARY KEY,
+    epoch      integer NOT NULL,
+    tx_id      xid8 NOT NULL,
+    position   bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- The ledger is append-only, whoever asks: these triggers refuse even the owner. The only way
+-- around them is a superuser disabling triggers, which the verifier then catches.
+CREATE OR REPLACE FUNCTION vl_refuse_ledger_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the ledger is append-only: % on events is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE OR REPLACE TRIGGER events_refuse_update_delete BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION vl_refuse_ledger_change();
+CREATE OR REPLACE TRIGGER events_refuse_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION vl_refuse_ledger_change();
+
+-- Detect a logical restore: rows of the current epoch carrying transaction ids from the future
+-- mean the ids were reset, so a new epoch begins and cursors stay monotonic.
+DO $$
+DECLARE
+    current_epoch integer;
+BEGIN
+    SELECT max(epoch) INTO current_epoch FROM store_epochs;
+    IF EXISTS (SELECT 1 FROM events WHERE epoch = current_epoch
+               AND tx_id >= pg_current_xact_id()) THEN
+        INSERT INTO store_epochs (epoch, reason)
+            VALUES (current_epoch + 1, 'transaction ids reset (logical restore)');
+    END IF;
+END
+$$;
+
+REVOKE ALL ON events, chain_heads, append_idempotency, signing_keys, store_epochs,
+    subscription_checkpoints FROM PUBLIC;
+GRANT SELECT, INSERT ON events TO valueledger_app;
+GRANT SELECT, INSERT, UPDATE ON chain_heads TO valueledger_app;
+GRANT SELECT, INSERT ON append_idempotency TO valueledger_app;
+GRANT SELECT ON signing_keys, store_epochs TO valueledger_app;
+GRANT SELECT, INSERT, UPDATE ON subscription_checkpoints TO valueledger_app;
+GRANT SELECT ON events, chain_heads, signing_keys, store_epochs TO valueledger_auditor;

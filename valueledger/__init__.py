@@ -1,0 +1,1 @@
+"""valueledger: the application wiring (settings, servers, CLI) shared by every entry point."""

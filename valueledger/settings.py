@@ -1,0 +1,74 @@
+"""One typed settings object, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Configuration. Unset URLs mean: start the embedded servers in `data_dir`."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: str = ".valueledger"
+    signing_key: str | None = None
+    """Path of the PEM private key; by default `<data_dir>/signing-key.pem`, made on first run."""
+    db_role: str = "valueledger_app"
+    """Role the service's sessions run as; empty to keep the login role (not recommended)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        names = {
+            "database_url": "DATABASE_URL",
+            "redis_url": "REDIS_URL",
+            "data_dir": "VALUELEDGER_DATA_DIR",
+            "signing_key": "VALUELEDGER_SIGNING_KEY",
+            "db_role": "VALUELEDGER_DB_ROLE",
+        }
+        values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
+        for field in ("database_url", "redis_url", "signing_key"):
+            if values.get(field) == "":
+                del values[field]
+        try:
+            return msgspec.convert(values, cls)
+        except msgspec.ValidationError as error:
+            raise ValueError(f"invalid configuration: {error}") from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def signing_key_path(self) -> Path:
+        if self.signing_key:
+            return Path(self.signing_key)
+        return self.data_path / "signing-key.pem"
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(database_url={redact_url(self.database_url)!r}, "
+            f"redis_url={redact_url(self.redis_url)!r}, data_dir={self.data_dir!r}, "
+            f"signing_key={self.signing_key!r}, db_role={self.db_role!r})"
+        )
+
+    __str__ = __repr__
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with any password replaced, fit for logs and error messages."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
