@@ -149,7 +149,7 @@ def load_public_key_pem(pem: str | bytes) -> rsa.RSAPublicKey:
     except (ValueError, TypeError) as error:
         raise ValueError(f"not a PEM public key ({error})") from None
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("not an RSA public key")  # noqa: TRY004 - bad input, like the rest
+        raise ValueError("not an RSA public key")
     if key.key_size < MIN_RSA_BITS:
         raise ValueError(f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required")
     return key

@@ -822,5 +822,3 @@ class EventStore:
 
 def _shown(expected: ExpectedVersion) -> object:
     return expected.value if isinstance(expected, StreamState) else expected
-
-

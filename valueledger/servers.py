@@ -33,7 +33,7 @@ def start_embedded_postgres(folder: Path, database: str = EMBEDDED_DATABASE) -> 
         import pgserver  # noqa: PLC0415 - heavy, and only needed without DATABASE_URL
 
     folder.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(folder.resolve(), cleanup_mode="stop")
+    server = pgserver.get_server(folder.resolve(), cleanup_mode="stop")  # type: ignore[attr-defined]
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
@@ -51,15 +51,16 @@ def start_embedded_redis(folder: Path) -> tuple[Any, str]:
 
 
 @contextmanager
-def servers(settings: Settings) -> Iterator[ServerUrls]:
-    """The URLs to use, starting embedded servers for those not configured."""
+def servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerUrls]:
+    """The URLs to use, starting embedded servers for those not configured. Commands that
+    only touch the ledger pass redis=False and start no Redis."""
     handles: list[Any] = []
     database_url = settings.database_url
-    redis_url = settings.redis_url
+    redis_url = settings.redis_url or ""
     if database_url is None:
         handle, database_url = start_embedded_postgres(settings.data_path / "postgres")
         handles.append(handle)
-    if redis_url is None:
+    if redis and settings.redis_url is None:
         handle, redis_url = start_embedded_redis(settings.data_path / "redis")
         handles.append(handle)
     try:

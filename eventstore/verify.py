@@ -1,0 +1,521 @@
+"""Verification of receipt chains: offline from a bundle, or straight from the database.
+
+Both modes feed records, one at a time, through the same ChainVerifier: it recomputes each
+hash from the covered members, checks every link and seq, the signature, the key and the key's
+validity, and stops at the first failure, naming the tenant, seq and reason. Memory does not
+grow with the ledger: a verifier holds the previous hash and seq, nothing more.
+
+A bundle is hostile input. Lines are read with a length bound, parsed strictly (duplicate
+members, floats, NaN and non-JSON are failures, not crashes), and a line is only trusted after
+its canonical form has been recomputed. Fast path: a line written by our exporter is the JCS
+form of its object, so if re-serialising the parsed object gives the line back, it cannot
+have held duplicate members or anything else a lenient parser would have smoothed over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, Final, Literal
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from eventstore.canonical import MAX_SAFE_INTEGER, InvalidPayloadError, canonical_json
+from eventstore.db import Connection
+from eventstore.receipts import (
+    COVERED_MEMBERS,
+    GENESIS_HASH,
+    PROOF_MEMBERS,
+    RECEIPT_VERSION,
+    format_timestamp,
+    is_hex_digest,
+    key_id_of,
+    load_public_key_pem,
+    parse_timestamp,
+    record_hash,
+    signature_holds,
+)
+
+BUNDLE_FORMAT: Final = "valueledger-bundle/1"
+HEADER_MEMBERS: Final = frozenset({"format", "tenant", "exported_at", "keys"})
+KEY_MEMBERS: Final = frozenset({"key_id", "public_key", "valid_from", "valid_until"})
+LINE_MEMBERS: Final = COVERED_MEMBERS | PROOF_MEMBERS
+MAX_LINE_BYTES: Final = 256 * 1024
+"""Longer than any record the store accepts (64 KiB) plus its proof; longer lines are refused
+unread, so a hostile bundle cannot make the verifier hold an absurd line in memory."""
+MAX_HEADER_BYTES: Final = 4 * 1024 * 1024
+
+Trust = Literal["pinned", "bundle", "database"]
+
+
+class Failure(msgspec.Struct, frozen=True):
+    reason: str
+    detail: str
+    tenant: str | None = None
+    seq: int | None = None
+    line: int | None = None
+
+    def describe(self) -> str:
+        where = []
+        if self.tenant is not None:
+            where.append(f"tenant {self.tenant}")
+        if self.seq is not None:
+            where.append(f"seq {self.seq}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        place = ", ".join(where) or "bundle"
+        return f"{place}: {self.reason}: {self.detail}"
+
+
+class Report(msgspec.Struct):
+    ok: bool
+    records: int
+    tenants: list[str]
+    trust: Trust
+    key_ids: list[str]
+    failure: Failure | None = None
+
+
+class VerificationFailed(Exception):
+    """A verdict, raised to stop the walk at the first failure."""
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+        super().__init__(failure.describe())
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKey:
+    public_key: rsa.RSAPublicKey
+    valid_from: datetime | None
+    valid_until: datetime | None
+
+
+@dataclass(slots=True)
+class KeyRing:
+    """The keys a verification accepts. Pinned keys, when given, are the only ones trusted;
+    the bundle's or database's listing then only contributes validity windows."""
+
+    keys: dict[str, TrustedKey] = field(default_factory=dict)
+    pinned: frozenset[str] | None = None
+
+    @property
+    def trust(self) -> Trust:
+        return "pinned" if self.pinned is not None else "bundle"
+
+    def key_for(self, key_id: str) -> TrustedKey | None:
+        if self.pinned is not None and key_id not in self.pinned:
+            return None
+        return self.keys.get(key_id)
+
+
+def pinned_keyring(pems: Iterable[bytes]) -> KeyRing:
+    """A ring trusting exactly these public keys (e.g. `--key FILE`), with no windows yet."""
+    ring = KeyRing(pinned=frozenset())
+    ids = set()
+    for pem in pems:
+        key = load_public_key_pem(pem)
+        key_id = key_id_of(key)
+        ids.add(key_id)
+        ring.keys[key_id] = TrustedKey(key, None, None)
+    ring.pinned = frozenset(ids)
+    return ring
+
+
+def add_listed_key(
+    ring: KeyRing,
+    key_id: str,
+    pem: str,
+    valid_from: datetime,
+    valid_until: datetime | None,
+) -> None:
+    """Add a key as listed by a bundle header or the database, after proving its key_id."""
+    key = load_public_key_pem(pem)
+    if key_id_of(key) != key_id:
+        raise ValueError(f"key_id {key_id} is not the SHA-256 of its public key")
+    if ring.pinned is not None and key_id not in ring.pinned:
+        return  # listed but not trusted: records signed by it will fail as untrusted
+    ring.keys[key_id] = TrustedKey(key, valid_from, valid_until)
+
+
+class ChainVerifier:
+    """Checks one tenant's records in order. `anchor` is the prev_hash expected before the
+    first record; a partial bundle (exported --from-seq) is anchored on its first record."""
+
+    def __init__(self, tenant: str, ring: KeyRing, *, first_seq: int | None = 1) -> None:
+        self.tenant = tenant
+        self.ring = ring
+        self.expected_seq = first_seq
+        self.last_hash: str | None = GENESIS_HASH if first_seq == 1 else None
+        self.count = 0
+
+    def fail(self, reason: str, detail: str, seq: int | None, line: int | None) -> None:
+        raise VerificationFailed(Failure(reason, detail, self.tenant, seq, line))
+
+    def check(self, record: dict[str, Any], canonical: bytes, line: int | None = None) -> None:
+        """`record` has exactly the covered and proof members, of the right types (see
+        check_shape); `canonical` is the JCS form of its covered members."""
+        seq: int = record["seq"]
+        if record["tenant"] != self.tenant:
+            self.fail("wrong tenant", f"record belongs to {record['tenant']!r}", seq, line)
+        if self.expected_seq is None:
+            self.expected_seq = seq
+            self.last_hash = record["prev_hash"]
+        if seq > self.expected_seq:
+            self.fail("missing seq", f"expected seq {self.expected_seq}, found {seq}", seq, line)
+        if seq < self.expected_seq:
+            self.fail(
+                "repeated seq",
+                f"seq {seq} again or out of order (expected {self.expected_seq})",
+                seq,
+                line,
+            )
+        if record["prev_hash"] != self.last_hash:
+            self.fail(
+                "broken link",
+                f"prev_hash {record['prev_hash']} is not the previous record's hash "
+                f"{self.last_hash}",
+                seq,
+                line,
+            )
+        digest = record_hash(canonical)
+        if digest != record["hash"]:
+            self.fail(
+                "hash mismatch", f"record hashes to {digest}, not {record['hash']}", seq, line
+            )
+        key_id: str = record["key_id"]
+        key = self.ring.key_for(key_id)
+        if key is None:
+            if self.ring.pinned is not None:
+                self.fail("untrusted key", f"signed by {key_id}, not a pinned key", seq, line)
+            self.fail("unknown key", f"signed by {key_id}, which is not listed", seq, line)
+            return
+        stamped = parse_timestamp(record["recorded_at"])
+        if (key.valid_from is not None and stamped < key.valid_from) or (
+            key.valid_until is not None and stamped >= key.valid_until
+        ):
+            self.fail(
+                "outside key validity",
+                f"recorded_at {record['recorded_at']} is outside key {key_id}'s validity",
+                seq,
+                line,
+            )
+        if not signature_holds(key.public_key, digest, record["signature"]):
+            self.fail("bad signature", f"signature does not verify with key {key_id}", seq, line)
+        self.expected_seq = seq + 1
+        self.last_hash = digest
+        self.count += 1
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_shape(record: Any, tenant: str | None, line: int | None) -> dict[str, Any]:
+    """Exactly the members of a bundle record line, each of its type; else a Failure."""
+    seq = record.get("seq") if isinstance(record, dict) else None
+    seq = seq if _is_int(seq) else None
+
+    def fail(reason: str, detail: str) -> None:
+        raise VerificationFailed(Failure(reason, detail, tenant, seq, line))
+
+    if not isinstance(record, dict):
+        fail("malformed line", "a record line must be a JSON object")
+    members = set(record)
+    if unknown := members - LINE_MEMBERS:
+        fail("unknown member", ", ".join(sorted(unknown)))
+    if missing := LINE_MEMBERS - members:
+        fail("missing member", ", ".join(sorted(missing)))
+    if record["v"] != RECEIPT_VERSION or not _is_int(record["v"]):
+        fail("unsupported version", f"v is {record['v']!r}, this verifier reads v 1")
+    for name in ("seq", "version"):
+        if not _is_int(record[name]) or not 1 <= record[name] <= MAX_SAFE_INTEGER:
+            fail("bad member", f"{name} must be a positive integer")
+    for name in ("tenant", "stream", "type", "signature", "recorded_at"):
+        if not isinstance(record[name], str):
+            fail("bad member", f"{name} must be a string")
+    for name in ("prev_hash", "hash", "key_id"):
+        if not is_hex_digest(record[name]):
+            fail("bad member", f"{name} must be 64 lowercase hex digits")
+    try:
+        parse_timestamp(record["recorded_at"])
+    except ValueError as error:
+        fail("bad member", str(error))
+    checked: dict[str, Any] = record
+    return checked
+
+
+def _covered(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in COVERED_MEMBERS}
+
+
+def _strict_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError(f"duplicate member {name!r}")
+        result[name] = value
+    return result
+
+
+def _refuse_float(text: str) -> Any:
+    raise ValueError(f"float {text} (decimals travel as strings)")
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def parse_strict(raw: bytes) -> Any:
+    """Parse one JSON document refusing duplicate members, floats, NaN and Infinity."""
+    return json.loads(
+        raw,
+        object_pairs_hook=_strict_pairs,
+        parse_float=_refuse_float,
+        parse_constant=_refuse_constant,
+    )
+
+
+_fast_decoder = msgspec.json.Decoder()
+
+
+def parse_line(raw: bytes, tenant: str | None, line: int) -> tuple[dict[str, Any], bytes]:
+    """A record line, strictly parsed and shape-checked, with its covered canonical bytes."""
+    parsed: Any
+    try:
+        parsed = _fast_decoder.decode(raw)
+        trusted = isinstance(parsed, dict) and canonical_json(parsed) == raw
+    except (msgspec.DecodeError, InvalidPayloadError):
+        trusted = False
+    if not trusted:
+        try:
+            parsed = parse_strict(raw)
+        except (ValueError, RecursionError) as error:
+            detail = str(error) if isinstance(error, ValueError) else "nested too deeply"
+            raise VerificationFailed(
+                Failure("malformed line", detail[:300], tenant, None, line)
+            ) from None
+    record = check_shape(parsed, tenant, line)
+    try:
+        canonical = canonical_json(_covered(record))
+    except InvalidPayloadError as error:
+        raise VerificationFailed(
+            Failure("invalid value", str(error), tenant, record["seq"], line)
+        ) from None
+    return record, canonical
+
+
+def _read_lines(stream: IO[bytes], limit: int, number: int) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines (after line `number`) without their newline, each <= `limit` bytes."""
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > limit:
+            raise VerificationFailed(
+                Failure("line too long", f"longer than {limit} bytes", None, None, number)
+            )
+        yield number, raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
+
+
+def _header_keyring(header: dict[str, Any], ring: KeyRing) -> list[str]:
+    keys = header["keys"]
+    if not isinstance(keys, list):
+        raise ValueError("keys must be a list")
+    listed = []
+    for entry in keys:
+        if not isinstance(entry, dict) or set(entry) != KEY_MEMBERS:
+            raise ValueError(f"each key has exactly the members {sorted(KEY_MEMBERS)}")
+        if not is_hex_digest(entry["key_id"]) or not isinstance(entry["public_key"], str):
+            raise ValueError("key_id must be 64 lowercase hex digits, public_key a PEM string")
+        if not isinstance(entry["valid_from"], str):
+            raise ValueError("valid_from must be an RFC 3339 timestamp")
+        until = entry["valid_until"]
+        if until is not None and not isinstance(until, str):
+            raise ValueError("valid_until must be an RFC 3339 timestamp or null")
+        add_listed_key(
+            ring,
+            entry["key_id"],
+            entry["public_key"],
+            parse_timestamp(entry["valid_from"]),
+            parse_timestamp(until) if until is not None else None,
+        )
+        listed.append(entry["key_id"])
+    return listed
+
+
+def verify_bundle(stream: IO[bytes], ring: KeyRing, progress: Any = None) -> Report:
+    """Verify a bundle read from `stream`. `progress`, if given, is called with the number of
+    bytes consumed after each record."""
+    tenant: str | None = None
+    listed: list[str] = []
+    verifier: ChainVerifier | None = None
+    try:
+        first = stream.readline(MAX_HEADER_BYTES + 1)
+        if not first:
+            raise VerificationFailed(Failure("bad header", "the bundle is empty", line=1))
+        if len(first) > MAX_HEADER_BYTES:
+            raise VerificationFailed(Failure("bad header", "header line too long", line=1))
+        try:
+            header = parse_strict(first)
+            if not isinstance(header, dict) or set(header) != HEADER_MEMBERS:
+                raise ValueError(f"the header has exactly the members {sorted(HEADER_MEMBERS)}")
+            if header["format"] != BUNDLE_FORMAT:
+                raise ValueError(f"format is {header['format']!r}, not {BUNDLE_FORMAT!r}")
+            if not isinstance(header["tenant"], str):
+                raise ValueError("tenant must be a string")
+            tenant = header["tenant"]
+            if not isinstance(header["exported_at"], str):
+                raise ValueError("exported_at must be an RFC 3339 timestamp")
+            parse_timestamp(header["exported_at"])
+            listed = _header_keyring(header, ring)
+        except (ValueError, RecursionError) as error:
+            raise VerificationFailed(
+                Failure("bad header", str(error)[:300], tenant, None, 1)
+            ) from None
+        assert tenant is not None  # noqa: S101 - set above or we raised
+        verifier = ChainVerifier(tenant, ring, first_seq=None)
+        for number, raw in _read_lines(stream, MAX_LINE_BYTES, 1):
+            record, canonical = parse_line(raw, tenant, number)
+            verifier.check(record, canonical, number)
+            if progress is not None:
+                progress(len(raw) + 1)
+    except VerificationFailed as failed:
+        return Report(
+            ok=False,
+            records=verifier.count if verifier else 0,
+            tenants=[tenant] if tenant else [],
+            trust=ring.trust,
+            key_ids=listed,
+            failure=failed.failure,
+        )
+    return Report(
+        ok=True,
+        records=verifier.count,
+        tenants=[tenant],
+        trust=ring.trust,
+        key_ids=listed,
+    )
+
+
+async def verify_database(
+    connection: Connection,
+    ring: KeyRing,
+    tenants: list[str] | None = None,
+    progress: Any = None,
+    page: int = 2000,
+) -> Report:
+    """Verify chains straight from the events table (all tenants by default).
+
+    Besides everything a bundle check does, the row's columns must agree with its signed bytes,
+    the jsonb copies with the signed data and meta, the bytes must be canonical, and the chain
+    must end where chain_heads says it does (a deleted tail shows there).
+    """
+    listed: list[str] = []
+    trust: Trust = "pinned" if ring.pinned is not None else "database"
+    total = 0
+    checked: list[str] = []
+    try:
+        for row in await connection.fetch(
+            "SELECT key_id, public_key, created_at, retired_at FROM signing_keys"
+        ):
+            try:
+                add_listed_key(
+                    ring, row["key_id"], row["public_key"], row["created_at"], row["retired_at"]
+                )
+            except ValueError as error:
+                raise VerificationFailed(Failure("bad key", str(error))) from None
+            listed.append(row["key_id"])
+        if tenants is None:
+            tenants = [
+                row["tenant"]
+                for row in await connection.fetch(
+                    "SELECT tenant FROM chain_heads UNION SELECT DISTINCT tenant FROM events"
+                    " ORDER BY 1"
+                )
+            ]
+        for tenant in tenants:
+            checked.append(tenant)
+            verifier = ChainVerifier(tenant, ring)
+            after = 0
+            while True:
+                rows = await connection.fetch(_DATABASE_PAGE, tenant, after, page)
+                for row in rows:
+                    _check_row(verifier, row)
+                    if progress is not None:
+                        progress(1)
+                if len(rows) < page:
+                    break
+                after = rows[-1]["seq"]
+            total += verifier.count
+            head = await connection.fetchrow(
+                "SELECT seq, hash FROM chain_heads WHERE tenant = $1", tenant
+            )
+            last_seq = (verifier.expected_seq or 1) - 1
+            if head is None or (head["seq"], head["hash"]) != (last_seq, verifier.last_hash):
+                shown = "no head" if head is None else f"seq {head['seq']} ({head['hash']})"
+                raise VerificationFailed(
+                    Failure(
+                        "chain head mismatch",
+                        f"the chain ends at seq {last_seq} but its recorded head is {shown}",
+                        tenant,
+                        last_seq + 1,
+                    )
+                )
+    except VerificationFailed as failed:
+        return Report(False, total, checked, trust, listed, failed.failure)
+    return Report(True, total, checked, trust, listed)
+
+
+_DATABASE_PAGE: Final = """
+SELECT tenant, seq, stream_id, version, type, canonical, data::text AS data_copy,
+       meta::text AS meta_copy, recorded_at, prev_hash, hash, signature, key_id
+FROM events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+
+
+def _check_row(verifier: ChainVerifier, row: Any) -> None:
+    seq: int = row["seq"]
+    canonical = bytes(row["canonical"])
+
+    def fail(reason: str, detail: str) -> None:
+        verifier.fail(reason, detail, seq, None)
+
+    try:
+        signed = _fast_decoder.decode(canonical)
+        canonical_form = canonical_json(signed)
+    except (msgspec.DecodeError, InvalidPayloadError) as error:
+        fail("malformed record", f"stored bytes are not ledger JSON ({error})")
+        return
+    if canonical_form != canonical or not isinstance(signed, dict):
+        fail("non-canonical record", "stored bytes are not the JCS form of their content")
+        return
+    record = check_shape(
+        {**signed, "hash": row["hash"], "signature": row["signature"], "key_id": row["key_id"]},
+        verifier.tenant,
+        None,
+    )
+    columns = {
+        "tenant": row["tenant"],
+        "seq": seq,
+        "stream": row["stream_id"],
+        "version": row["version"],
+        "type": row["type"],
+        "recorded_at": format_timestamp(row["recorded_at"]),
+        "prev_hash": row["prev_hash"],
+    }
+    for name, value in columns.items():
+        if record[name] != value:
+            fail(
+                "column mismatch",
+                f"column {name} is {value!r}, the signed record says {record[name]!r}",
+            )
+    verifier.check(record, canonical)
+    if _fast_decoder.decode(row["data_copy"]) != signed["data"]:
+        fail("copy mismatch", "the jsonb copy of data differs from the signed data")
+    if _fast_decoder.decode(row["meta_copy"]) != signed["meta"]:
+        fail("copy mismatch", "the jsonb copy of meta differs from the signed meta")

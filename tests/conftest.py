@@ -1,0 +1,149 @@
+"""Real servers for every test run: a fresh PostgreSQL database (and Redis key prefix) per run.
+
+The default backend is the external server when one answers (DATABASE_URL, else this machine's
+127.0.0.1:5432), and the embedded pgserver otherwise. Tests that take the `backend_url` fixture
+run against both; when no external server answers, that half is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from eventstore.db import apply_schema
+from eventstore.keys import write_new_private_key
+from eventstore.store import Actor, EventStore, Metadata
+from valueledger.bootstrap import open_store
+from valueledger.servers import start_embedded_postgres
+from valueledger.settings import Settings
+
+EXTERNAL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+async def _answers(url: str) -> bool:
+    try:
+        connection = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await connection.close()
+    return True
+
+
+class FreshDatabases:
+    """Creates throw-away databases on one server and drops them at the end of the run."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.created: list[str] = []
+
+    async def create(self, label: str) -> str:
+        name = f"vl_test_{RUN_ID}_{label}"
+        connection = await asyncpg.connect(self.server_url)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        self.created.append(name)
+        url = _with_database(self.server_url, name)
+        await apply_schema(url)
+        return url
+
+    async def drop_all(self) -> None:
+        connection = await asyncpg.connect(self.server_url)
+        try:
+            for name in self.created:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("embedded") / "postgres"
+    handle, url = start_embedded_postgres(folder, database="postgres")
+    yield url
+    del handle
+
+
+@pytest.fixture(scope="session")
+async def external_server_url() -> str | None:
+    url = os.environ.get("DATABASE_URL") or EXTERNAL_DEFAULT
+    return url if await _answers(url) else None
+
+
+@pytest.fixture(scope="session")
+async def databases(
+    external_server_url: str | None, embedded_server_url: str
+) -> AsyncIterator[dict[str, FreshDatabases]]:
+    servers = {"embedded": FreshDatabases(embedded_server_url)}
+    if external_server_url is not None:
+        servers["external"] = FreshDatabases(external_server_url)
+    yield servers
+    for fresh in servers.values():
+        await fresh.drop_all()
+
+
+@pytest.fixture(scope="session")
+async def database_url(databases: dict[str, FreshDatabases]) -> str:
+    """The run's main database: on the external server when there is one."""
+    backend = "external" if "external" in databases else "embedded"
+    return await databases[backend].create("main")
+
+
+@pytest.fixture(scope="session", params=["embedded", "external"])
+async def backend_url(request: pytest.FixtureRequest, databases: dict[str, FreshDatabases]) -> str:
+    """A fresh database on each backend in turn: the store's contract holds on both."""
+    backend: str = request.param
+    if backend not in databases:
+        pytest.skip("no external PostgreSQL answers (set DATABASE_URL or start one on :5432)")
+    return await databases[backend].create(f"contract_{backend}")
+
+
+@pytest.fixture(scope="session")
+def key_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("keys")
+    write_new_private_key(folder / "signing-key.pem")
+    return folder
+
+
+def settings_for(url: str, key_folder: Path) -> Settings:
+    return Settings(
+        database_url=url,
+        data_dir=str(key_folder),
+        signing_key=str(key_folder / "signing-key.pem"),
+    )
+
+
+@pytest.fixture(scope="session")
+async def store(database_url: str, key_folder: Path) -> AsyncIterator[EventStore]:
+    async with open_store(settings_for(database_url, key_folder), database_url) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+async def contract_store(backend_url: str, key_folder: Path) -> AsyncIterator[EventStore]:
+    async with open_store(settings_for(backend_url, key_folder), backend_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of its own for each test, so tests sharing a database never meet."""
+    return f"t-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def meta() -> Metadata:
+    return Metadata(actor=Actor(user="user-1", role="ADMIN"), correlation_id="corr-1")

@@ -1,0 +1,334 @@
+"""`valueledger`: one command line for operators and auditors.
+
+Every failure ends in one line on stderr, `valueledger: <what went wrong>`, and a non-zero exit:
+1 when a verification found the ledger wrong, 2 for anything else (bad input, no server...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, ParamSpec, TypeVar
+
+import asyncpg
+import click
+import msgspec
+
+from eventstore.bundle import export_bundle, record_lines
+from eventstore.db import apply_schema
+from eventstore.errors import EventStoreError
+from eventstore.keys import (
+    list_keys,
+    load_private_key,
+    rotate_key,
+    write_new_private_key,
+)
+from eventstore.receipts import key_id_of, load_public_key_pem
+from eventstore.verify import KeyRing, Report, pinned_keyring, verify_bundle, verify_database
+from valueledger.bootstrap import prepare_database
+from valueledger.servers import servers
+from valueledger.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_LEDGER_WRONG = 1
+EXIT_ERROR = 2
+
+
+class CommandError(click.ClickException):
+    """A one-line failure with the error exit code."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"valueledger: {self.format_message()}", err=True)
+
+
+def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the failures an operator can meet into one line and exit code 2, never a trace."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (
+            EventStoreError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            OSError,
+            ValueError,
+            LookupError,
+        ) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CommandError(message) from None
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    with servers(settings, redis=False) as urls:
+        yield urls.database_url
+
+
+def _run(coroutine: Awaitable[R]) -> R:
+    async def main() -> R:
+        return await coroutine
+
+    return asyncio.run(main())
+
+
+async def _owner_connection(database_url: str) -> asyncpg.Connection[asyncpg.Record]:
+    return await asyncpg.connect(database_url)
+
+
+@click.group()
+@click.version_option(package_name="valueledger")
+def main() -> None:
+    """valueledger: onboarding to value-based billing, proven by a signed ledger.
+
+    Configuration comes from the environment: DATABASE_URL and REDIS_URL (unset: embedded
+    servers in VALUELEDGER_DATA_DIR, default ./.valueledger), VALUELEDGER_SIGNING_KEY (PEM path;
+    default <data dir>/signing-key.pem, made on first run), VALUELEDGER_DB_ROLE.
+    """
+
+
+@main.command()
+@one_line_errors
+def migrate() -> None:
+    """Apply schema.sql (idempotent) and register the signing key on first run."""
+    settings = _settings()
+    with _database(settings) as url:
+        _run(prepare_database(settings, url))
+    click.echo("schema applied")
+
+
+@main.group()
+def keys() -> None:
+    """The signing keys: list them, rotate to a new one."""
+
+
+@keys.command("list")
+@one_line_errors
+def keys_list() -> None:
+    """Every key that ever signed: id, validity, and which one is current."""
+    settings = _settings()
+
+    async def show(url: str) -> None:
+        await apply_schema(url)
+        connection = await _owner_connection(url)
+        try:
+            registered = await list_keys(connection)
+        finally:
+            await connection.close()
+        if not registered:
+            click.echo("no keys registered yet (run `valueledger migrate`)")
+        for key in registered:
+            until = f"{key.retired_at:%Y-%m-%dT%H:%M:%S.%fZ}" if key.retired_at else "current"
+            click.echo(f"{key.key_id}  from {key.created_at:%Y-%m-%dT%H:%M:%S.%fZ}  to {until}")
+
+    with _database(settings) as url:
+        _run(show(url))
+
+
+@keys.command("rotate")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key to make current (default: generate one into the key file).",
+)
+@one_line_errors
+def keys_rotate(source: Path | None) -> None:
+    """Retire the current key and make a new one current, at one instant.
+
+    Without --from, a new RSA-2048 key replaces the configured key file (mode 0600); the
+    retired key's public half stays registered, so its receipts still verify.
+    """
+    settings = _settings()
+    target = settings.signing_key_path
+    staged = target.with_name(target.name + ".next")
+    new_key = load_private_key(source) if source else write_new_private_key(staged)
+
+    async def rotate(url: str) -> str:
+        await prepare_database(settings, url)
+        connection = await _owner_connection(url)
+        try:
+            return (await rotate_key(connection, new_key)).key_id
+        finally:
+            await connection.close()
+
+    with _database(settings) as url:
+        current = _run(rotate(url))
+    if source is None:
+        staged.replace(target)
+    click.echo(f"current key is now {current}")
+    if source is not None and source.resolve() != target.resolve():
+        click.echo(f"point VALUELEDGER_SIGNING_KEY at {source} before the next start")
+
+
+@main.command()
+@click.option("--tenant", required=True, help="The customer whose ledger to export.")
+@click.option("--from-seq", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout."
+)
+@one_line_errors
+def export(tenant: str, from_seq: int, output: Path | None) -> None:
+    """Write TENANT's ledger as a bundle (valueledger-bundle/1, JSON Lines)."""
+    settings = _settings()
+
+    async def write(url: str, out: IO[bytes]) -> int:
+        connection = await _owner_connection(url)
+        try:
+            return await export_bundle(
+                connection, tenant, out, datetime.now(UTC), from_seq=from_seq
+            )
+        finally:
+            await connection.close()
+
+    with _database(settings) as url:
+        if output is None:
+            _run(write(url, sys.stdout.buffer))
+            sys.stdout.buffer.flush()
+            return
+        partial = output.with_name(output.name + ".partial")
+        with partial.open("wb") as out:
+            count = _run(write(url, out))
+        partial.replace(output)
+    click.echo(f"exported {count} records of {tenant} to {output}", err=True)
+
+
+@main.command()
+@click.option("--tenant", required=True)
+@click.option("--from-seq", type=click.IntRange(min=1), default=1, show_default=True)
+@one_line_errors
+def replay(tenant: str, from_seq: int) -> None:
+    """Print TENANT's events in chain order as JSON Lines (the bundle's record lines)."""
+    settings = _settings()
+
+    async def emit(url: str) -> None:
+        connection = await _owner_connection(url)
+        try:
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                async for line in record_lines(connection, tenant, from_seq):
+                    sys.stdout.buffer.write(line + b"\n")
+        finally:
+            await connection.close()
+        sys.stdout.buffer.flush()
+
+    with _database(settings) as url:
+        _run(emit(url))
+
+
+def _progress(total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """A progress bar on an interactive stderr; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(lambda _n: None)
+
+    @contextlib.contextmanager
+    def bar() -> Iterator[Callable[[int], None]]:
+        with click.progressbar(length=total, label=label, file=sys.stderr) as shown:
+            yield shown.update
+
+    return bar()
+
+
+def _print_report(report: Report, as_json: bool) -> None:
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+    else:
+        if report.trust == "pinned":
+            click.echo("trusted keys: only those given with --key")
+        else:
+            click.echo(
+                f"trusted keys: those listed by the {report.trust} itself (no --key given); "
+                "compare these ids with the published keys:"
+            )
+            for key_id in report.key_ids:
+                click.echo(f"  {key_id}")
+        if report.ok:
+            click.echo(f"OK: {report.records} records of {len(report.tenants)} tenant(s) verified")
+        else:
+            assert report.failure is not None  # noqa: S101 - a failed report names its failure
+            click.echo(f"FAILED after {report.records} good records: {report.failure.describe()}")
+    if not report.ok:
+        sys.exit(EXIT_LEDGER_WRONG)
+
+
+@main.command()
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify this bundle offline: no database, no network.",
+)
+@click.option("--tenant", "tenants", multiple=True, help="Database mode: only these tenants.")
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key (PEM) to trust; repeatable. Records signed by any other key fail.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@one_line_errors
+def verify(
+    bundle: Path | None, tenants: tuple[str, ...], key_files: tuple[Path, ...], as_json: bool
+) -> None:
+    """Recompute every hash, link, seq and signature of a bundle or of the database.
+
+    Exit 0 only when everything holds; 1 naming the first failing tenant, seq and reason.
+    """
+    ring = pinned_keyring(path.read_bytes() for path in key_files) if key_files else KeyRing()
+    if bundle is not None:
+        if tenants:
+            raise CommandError("--tenant applies to the database; a bundle has one tenant")
+        with bundle.open("rb") as stream, _progress(bundle.stat().st_size, "verifying") as tick:
+            report = verify_bundle(stream, ring, progress=tick)
+        _print_report(report, as_json)
+        return
+    settings = _settings()
+
+    async def check(url: str) -> Report:
+        connection = await _owner_connection(url)
+        try:
+            total = await connection.fetchval(
+                "SELECT coalesce(sum(seq), 0) FROM chain_heads"
+                " WHERE $1::text[] IS NULL OR tenant = ANY($1)",
+                list(tenants) or None,
+            )
+            with _progress(int(total), "verifying") as tick:
+                return await verify_database(connection, ring, list(tenants) or None, progress=tick)
+        finally:
+            await connection.close()
+
+    with _database(settings) as url:
+        report = _run(check(url))
+    _print_report(report, as_json)
+
+
+@main.command("key-id")
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@one_line_errors
+def key_id(public_key: Path) -> None:
+    """Print the key id of a PEM public (or private) key, to compare with a bundle's."""
+    data = public_key.read_bytes()
+    if b"PRIVATE KEY" in data:
+        click.echo(key_id_of(load_private_key(public_key).public_key()))
+        return
+    click.echo(key_id_of(load_public_key_pem(data)))
