@@ -59,6 +59,10 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except asyncpg.UndefinedTableError:
+            raise CommandError(
+                "this database holds no ledger schema; run `valueledger migrate` first"
+            ) from None
         except (
             EventStoreError,
             asyncpg.PostgresError,
