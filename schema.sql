@@ -127,3 +127,14 @@ GRANT SELECT, INSERT ON append_idempotency TO valueledger_app;
 GRANT SELECT ON signing_keys, store_epochs TO valueledger_app;
 GRANT SELECT, INSERT, UPDATE ON subscription_checkpoints TO valueledger_app;
 GRANT SELECT ON events, chain_heads, signing_keys, store_epochs TO valueledger_auditor;
+
+-- Seeing which transaction holds readers back (EventStore.held_back) needs the other sessions'
+-- xact_start. Only a superuser or a holder of the ADMIN option may grant this; elsewhere the
+-- lag age reads 0 and an operator grants it by hand (docs/event-store.md).
+DO $$
+BEGIN
+    GRANT pg_read_all_stats TO valueledger_app;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'pg_read_all_stats not granted to valueledger_app: grant it as a superuser';
+END
+$$;

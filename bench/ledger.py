@@ -488,9 +488,7 @@ def export_and_verify(url: str, data_dir: Path, records: int) -> VerifyResult:
         bundle_bytes=bundle.stat().st_size,
     )
     if verify.exit_code != 0:
-        result.message = f"`valueledger verify` exited {verify.exit_code}:\n" + tail(
-            verify.output
-        )
+        result.message = f"`valueledger verify` exited {verify.exit_code}:\n" + tail(verify.output)
     return result
 
 
@@ -521,7 +519,9 @@ async def measure(plan: Plan, url: str, data_dir: Path, report: Report) -> None:
     settings = Settings(database_url=url, data_dir=str(data_dir))
     async with open_store(settings, url) as store:
         progress(STORE_1)
-        rates[STORE_1] = await timed_tasks([store_writer(store, "bench-one", "one-0")], plan.seconds)
+        rates[STORE_1] = await timed_tasks(
+            [store_writer(store, "bench-one", "one-0")], plan.seconds
+        )
         progress(STORE_8_ONE)
         rates[STORE_8_ONE] = await timed_tasks(
             [store_writer(store, "bench-shared", f"shared-{i}") for i in range(WRITERS)],
@@ -536,9 +536,7 @@ async def measure(plan: Plan, url: str, data_dir: Path, report: Report) -> None:
         rates[FILL] = await fill_tenant(store, VERIFY_TENANT, plan.verify_records)
 
     progress("valueledger export / verify")
-    report.verify = await asyncio.to_thread(
-        export_and_verify, url, data_dir, rates[FILL].events
-    )
+    report.verify = await asyncio.to_thread(export_and_verify, url, data_dir, rates[FILL].events)
 
 
 async def run(plan: Plan, server_url: str) -> Report:

@@ -13,11 +13,11 @@ async def test_appends_chain_per_tenant_and_version_per_stream(
     contract_store: EventStore, tenant: str, meta: Metadata
 ) -> None:
     first = await contract_store.append(
-        "account-1", [NewEvent("Opened", {"n": 1}), NewEvent("Named", {"name": "A"})],
+        f"{tenant}-account-1", [NewEvent("Opened", {"n": 1}), NewEvent("Named", {"name": "A"})],
         StreamState.NO_STREAM, tenant, meta,
     )
     second = await contract_store.append(
-        "account-2", [NewEvent("Opened", {"n": 2})], StreamState.NO_STREAM, tenant, meta
+        f"{tenant}-account-2", [NewEvent("Opened", {"n": 2})], StreamState.NO_STREAM, tenant, meta
     )
     assert [(e.seq, e.version) for e in first + second] == [(1, 1), (2, 2), (3, 1)]
     assert first[0].prev_hash == GENESIS_HASH
@@ -25,19 +25,19 @@ async def test_appends_chain_per_tenant_and_version_per_stream(
     assert second[0].prev_hash == first[1].hash
     for event in first + second:
         assert record_hash(event.canonical) == event.hash
-    stored = await contract_store.read_stream("account-1")
+    stored = await contract_store.read_stream(f"{tenant}-account-1")
     assert stored == first
 
 
 async def test_expected_version_mismatch_raises_and_writes_nothing(
     contract_store: EventStore, tenant: str, meta: Metadata
 ) -> None:
-    await contract_store.append("s-1", [NewEvent("A", {})], StreamState.NO_STREAM, tenant, meta)
+    await contract_store.append(f"{tenant}-s-1", [NewEvent("A", {})], StreamState.NO_STREAM, tenant, meta)
     with pytest.raises(ConcurrencyError) as caught:
-        await contract_store.append("s-1", [NewEvent("B", {})], 5, tenant, meta)
+        await contract_store.append(f"{tenant}-s-1", [NewEvent("B", {})], 5, tenant, meta)
     assert (caught.value.expected, caught.value.actual) == (5, 1)
     with pytest.raises(ConcurrencyError) as caught:
-        await contract_store.append("s-1", [NewEvent("B", {})], StreamState.NO_STREAM, tenant, meta)
+        await contract_store.append(f"{tenant}-s-1", [NewEvent("B", {})], StreamState.NO_STREAM, tenant, meta)
     assert caught.value.actual == 1
     assert len(await contract_store.read_tenant(tenant)) == 1
 
@@ -47,6 +47,6 @@ async def test_float_is_refused_with_its_path(
 ) -> None:
     with pytest.raises(InvalidAppendError, match=r"events\[0\]\.data\.amount"):
         await contract_store.append(
-            "s-1", [NewEvent("A", {"amount": 1.5})], StreamState.ANY, tenant, meta
+            f"{tenant}-s-1", [NewEvent("A", {"amount": 1.5})], StreamState.ANY, tenant, meta
         )
     assert await contract_store.read_tenant(tenant) == []

@@ -5,20 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+
+PostgresUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
+RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^(rediss?|unix)://")]
+RoleName = Annotated[str, msgspec.Meta(pattern=r"^([a-z_][a-z0-9_]{0,62})?$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Configuration. Unset URLs mean: start the embedded servers in `data_dir`."""
 
-    database_url: str | None = None
-    redis_url: str | None = None
+    database_url: PostgresUrl | None = None
+    redis_url: RedisUrl | None = None
     data_dir: str = ".valueledger"
     signing_key: str | None = None
     """Path of the PEM private key; by default `<data_dir>/signing-key.pem`, made on first run."""
-    db_role: str = "valueledger_app"
+    db_role: RoleName = "valueledger_app"
     """Role the service's sessions run as; empty to keep the login role (not recommended)."""
 
     @classmethod
@@ -38,7 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         try:
             return msgspec.convert(values, cls)
         except msgspec.ValidationError as error:
-            raise ValueError(f"invalid configuration: {error}") from None
+            field = str(error).rsplit("`$.", 1)[-1].rstrip("`")
+            env_name = names.get(field, field)
+            raise ValueError(f"invalid configuration: {env_name}: {error}") from None
 
     @property
     def data_path(self) -> Path:

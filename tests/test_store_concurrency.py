@@ -1,0 +1,191 @@
+"""Races: optimistic concurrency, many tenants at once, and the reader that must skip nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import defaultdict
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from eventstore.errors import ConcurrencyError
+from eventstore.keys import load_private_key
+from eventstore.receipts import GENESIS_HASH, covered_record, canonical_bytes, record_hash
+from eventstore.store import START, Cursor, EventStore, Metadata, NewEvent, RecordedEvent, StreamState
+from eventstore.verify import KeyRing, verify_database
+from tests.conftest import settings_for
+from valueledger.bootstrap import open_store
+
+
+async def test_fifty_racers_on_one_expected_version_one_wins(
+    store: EventStore, tenant: str, meta: Metadata
+) -> None:
+    await store.append(f"{tenant}-race", [NewEvent("Opened", {})], StreamState.NO_STREAM, tenant, meta)
+
+    async def racer(n: int) -> str:
+        try:
+            await store.append(f"{tenant}-race", [NewEvent("Claimed", {"by": n})], 1, tenant, meta)
+        except ConcurrencyError as error:
+            assert (error.expected, error.actual) == (1, 2)
+            return "lost"
+        return "won"
+
+    outcomes = await asyncio.gather(*(racer(n) for n in range(50)))
+    assert outcomes.count("won") == 1
+    assert [e.version for e in await store.read_stream(f"{tenant}-race")] == [1, 2]
+
+
+async def test_racers_in_separate_processes_worth_of_pools_one_wins(
+    store: EventStore, database_url: str, key_folder: Path, tenant: str, meta: Metadata
+) -> None:
+    """Two store instances (two pools, as two processes would have) racing on one stream: the
+    database, not the in-process lane, decides."""
+    await store.append(f"{tenant}-race", [NewEvent("Opened", {})], StreamState.NO_STREAM, tenant, meta)
+    async with open_store(settings_for(database_url, key_folder), database_url) as other:
+
+        async def racer(target: EventStore, n: int) -> bool:
+            try:
+                await target.append(f"{tenant}-race", [NewEvent("Claimed", {"by": n})], 1, tenant, meta)
+            except ConcurrencyError:
+                return False
+            return True
+
+        wins = await asyncio.gather(
+            *(racer(store if n % 2 else other, n) for n in range(50))
+        )
+    assert wins.count(True) == 1
+
+
+async def test_eight_tenants_at_once_every_chain_contiguous_and_valid(
+    store: EventStore, database_url: str, meta: Metadata
+) -> None:
+    tenants = [f"c-{secrets.token_hex(4)}" for _ in range(8)]
+
+    async def writer(tenant: str, stream: int) -> None:
+        for n in range(25):
+            await store.append(
+                f"{tenant}-s-{stream}", [NewEvent("Measured", {"n": n})], StreamState.ANY, tenant, meta
+            )
+
+    await asyncio.gather(*(writer(t, s) for t in tenants for s in range(3)))
+    for tenant in tenants:
+        chain = await store.read_tenant(tenant)
+        assert [e.seq for e in chain] == list(range(1, 76))
+        assert chain[0].prev_hash == GENESIS_HASH
+        assert all(b.prev_hash == a.hash for a, b in zip(chain, chain[1:], strict=False))
+    connection = await asyncpg.connect(database_url)
+    try:
+        report = await verify_database(connection, KeyRing(), tenants)
+    finally:
+        await connection.close()
+    assert report.ok, report.failure
+    assert report.records == 8 * 75
+
+
+async def _insert_open_record(connection: asyncpg.Connection, tenant: str) -> None:
+    """A record written inside a transaction the test keeps open: it holds a low position."""
+    from datetime import UTC, datetime
+
+    covered = covered_record(
+        tenant=tenant, seq=1, stream=f"{tenant}-slow", version=1, type="Slow", data={},
+        meta={"actor": {"role": "ADMIN", "user": "u"}}, recorded_at=datetime.now(UTC),
+        prev_hash=GENESIS_HASH,
+    )
+    canonical = canonical_bytes(covered)
+    key_id = await connection.fetchval("SELECT key_id FROM signing_keys LIMIT 1")
+    await connection.execute(
+        """
+        INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
+                            recorded_at, prev_hash, hash, signature, key_id)
+        VALUES (1, $1, 1, $2, 1, 'Slow', $3, '{}', '{}', now(), $4, $5, 'x', $6)
+        """,
+        tenant, f"{tenant}-slow", canonical, GENESIS_HASH, record_hash(canonical), key_id,
+    )
+
+
+async def test_a_slow_transaction_holding_a_lower_position_is_not_skipped(
+    store: EventStore, database_url: str, tenant: str, meta: Metadata
+) -> None:
+    """The defect of position-ordered readers: T1 takes a position, T2 takes a higher one and
+    commits first, a reader passes T2, T1 commits behind the cursor. Here T2 is held back
+    until T1 ends, and both are then handed out, T1 first."""
+    head = await store.read_all(START, limit=1_000_000)
+    cursor = head[-1].cursor if head else START
+    slow = await asyncpg.connect(database_url)
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        await _insert_open_record(slow, f"{tenant}-x")
+        fast = await store.append(f"{tenant}-fast", [NewEvent("Fast", {})], StreamState.ANY, tenant, meta)
+        assert fast[0].position > await slow.fetchval(
+            "SELECT max(position) FROM events WHERE tenant = $1", f"{tenant}-x"
+        )
+        assert [e for e in await store.read_all(cursor) if e.tenant in (tenant, f"{tenant}-x")] == []
+        held, age = await store.held_back(cursor)
+        assert held >= 1
+        assert age > 0
+        await transaction.commit()
+    finally:
+        await slow.close()
+    seen = [e for e in await store.read_all(cursor) if e.tenant in (tenant, f"{tenant}-x")]
+    assert [e.type for e in seen] == ["Slow", "Fast"]
+
+
+async def test_many_writers_many_tenants_a_subscriber_sees_each_event_once(
+    store: EventStore, database_url: str, key_folder: Path, meta: Metadata
+) -> None:
+    """Writers on two store instances (two pools) append to 12 tenants while a subscriber
+    follows from the current head; it must receive exactly the appended events, each once,
+    in non-decreasing cursor order and, per tenant, in chain order."""
+    existing = await store.read_all(START, limit=1_000_000)
+    cursor = existing[-1].cursor if existing else START
+    tenants = [f"m-{secrets.token_hex(4)}" for _ in range(12)]
+    written: list[RecordedEvent] = []
+    received: list[RecordedEvent] = []
+    total = 12 * 4 * 10
+
+    async def follow() -> None:
+        async for event in store.subscribe(cursor):
+            if event.tenant in tenants:
+                received.append(event)
+                if len(received) == total:
+                    return
+
+    follower = asyncio.create_task(follow())
+    async with open_store(settings_for(database_url, key_folder), database_url) as other:
+
+        async def writer(target: EventStore, tenant: str, stream: str) -> None:
+            for n in range(10):
+                written.extend(
+                    await target.append(
+                        stream, [NewEvent("Tick", {"n": n})], StreamState.ANY, tenant, meta
+                    )
+                )
+
+        await asyncio.gather(
+            *(
+                writer(store if w % 2 else other, tenant, f"{tenant}-w{w}")
+                for tenant in tenants
+                for w in range(4)
+            )
+        )
+    await asyncio.wait_for(follower, timeout=30)
+    assert len(received) == total
+    assert {(e.tenant, e.seq) for e in received} == {(e.tenant, e.seq) for e in written}
+    assert len({e.position for e in received}) == total
+    cursors = [e.cursor for e in received]
+    assert cursors == sorted(cursors)
+    by_tenant: dict[str, list[int]] = defaultdict(list)
+    for event in received:
+        by_tenant[event.tenant].append(event.seq)
+    assert all(seqs == list(range(1, 41)) for seqs in by_tenant.values())
+
+
+def test_cursor_text_round_trip() -> None:
+    cursor = Cursor(2, 123456789, 42)
+    assert Cursor.parse(str(cursor)) == cursor
+    for bad in ("", "1.2", "1.2.x", "-1.2.3"):
+        with pytest.raises(ValueError, match="cursor"):
+            Cursor.parse(bad)
