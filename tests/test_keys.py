@@ -81,5 +81,6 @@ def test_cli_keys_rotate_and_list(rotation_db: str, tmp_path: Path) -> None:
     listed = runner.invoke(main, ["keys", "list"], env=env)
     lines = listed.output.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("Z") and "current" not in lines[0]
+    assert lines[0].endswith("Z")
+    assert "current" not in lines[0]
     assert lines[1].endswith("to current")

@@ -13,8 +13,11 @@ async def test_appends_chain_per_tenant_and_version_per_stream(
     contract_store: EventStore, tenant: str, meta: Metadata
 ) -> None:
     first = await contract_store.append(
-        f"{tenant}-account-1", [NewEvent("Opened", {"n": 1}), NewEvent("Named", {"name": "A"})],
-        StreamState.NO_STREAM, tenant, meta,
+        f"{tenant}-account-1",
+        [NewEvent("Opened", {"n": 1}), NewEvent("Named", {"name": "A"})],
+        StreamState.NO_STREAM,
+        tenant,
+        meta,
     )
     second = await contract_store.append(
         f"{tenant}-account-2", [NewEvent("Opened", {"n": 2})], StreamState.NO_STREAM, tenant, meta
@@ -32,12 +35,16 @@ async def test_appends_chain_per_tenant_and_version_per_stream(
 async def test_expected_version_mismatch_raises_and_writes_nothing(
     contract_store: EventStore, tenant: str, meta: Metadata
 ) -> None:
-    await contract_store.append(f"{tenant}-s-1", [NewEvent("A", {})], StreamState.NO_STREAM, tenant, meta)
+    await contract_store.append(
+        f"{tenant}-s-1", [NewEvent("A", {})], StreamState.NO_STREAM, tenant, meta
+    )
     with pytest.raises(ConcurrencyError) as caught:
         await contract_store.append(f"{tenant}-s-1", [NewEvent("B", {})], 5, tenant, meta)
     assert (caught.value.expected, caught.value.actual) == (5, 1)
     with pytest.raises(ConcurrencyError) as caught:
-        await contract_store.append(f"{tenant}-s-1", [NewEvent("B", {})], StreamState.NO_STREAM, tenant, meta)
+        await contract_store.append(
+            f"{tenant}-s-1", [NewEvent("B", {})], StreamState.NO_STREAM, tenant, meta
+        )
     assert caught.value.actual == 1
     assert len(await contract_store.read_tenant(tenant)) == 1
 

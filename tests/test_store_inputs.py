@@ -32,7 +32,9 @@ async def test_same_key_same_content_returns_first_events_and_writes_once(
 async def test_same_key_other_content_is_refused(
     store: EventStore, tenant: str, meta: Metadata
 ) -> None:
-    await store.append(f"{tenant}-p", [NewEvent("Paid", {"a": 1})], StreamState.ANY, tenant, meta, "k")
+    await store.append(
+        f"{tenant}-p", [NewEvent("Paid", {"a": 1})], StreamState.ANY, tenant, meta, "k"
+    )
     with pytest.raises(IdempotencyKeyReusedError, match="'k'"):
         await store.append(
             f"{tenant}-p", [NewEvent("Paid", {"a": 2})], StreamState.ANY, tenant, meta, "k"
@@ -109,8 +111,13 @@ def _deep(levels: int) -> Any:
     ("stream", "events", "expected", "tenant_id", "message"),
     [
         ("ok-s", [], StreamState.ANY, None, "at least one event"),
-        ("ok-s", [NewEvent("E", {})] * (MAX_EVENTS_PER_APPEND + 1), StreamState.ANY, None,
-         "at most 500"),
+        (
+            "ok-s",
+            [NewEvent("E", {})] * (MAX_EVENTS_PER_APPEND + 1),
+            StreamState.ANY,
+            None,
+            "at most 500",
+        ),
         ("ok-s", [NewEvent("E", {})], StreamState.ANY, "Upper", "tenant 'Upper' must match"),
         ("ok-s", [NewEvent("E", {})], StreamState.ANY, "x" * 64, "must match"),
         ("has space", [NewEvent("E", {})], StreamState.ANY, None, "stream 'has space'"),

@@ -1,0 +1,170 @@
+"""The operator's and auditor's command line: exit codes, one-line errors, both server paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+from click.testing import CliRunner, Result
+
+from eventstore.db import apply_schema
+from eventstore.store import EventStore, Metadata, NewEvent, StreamState
+from tests.conftest import FreshDatabases
+from valueledger.cli import main
+
+
+@pytest.fixture
+def env(database_url: str, key_folder: Path) -> dict[str, str | None]:
+    return {
+        "DATABASE_URL": database_url,
+        "VALUELEDGER_DATA_DIR": str(key_folder),
+        "VALUELEDGER_SIGNING_KEY": str(key_folder / "signing-key.pem"),
+        "REDIS_URL": None,
+    }
+
+
+async def invoke(arguments: list[str], env: dict[str, str | None] | None = None) -> Result:
+    """Run the CLI in a thread: it starts its own event loop, as it does for a user."""
+    return await asyncio.to_thread(CliRunner().invoke, main, arguments, env=env)
+
+
+async def _small_ledger(store: EventStore, tenant: str, meta: Metadata) -> None:
+    for n in range(3):
+        await store.append(
+            f"{tenant}-acct",
+            [NewEvent("Measured", {"value": f"{n}.50", "n": n})],
+            StreamState.ANY,
+            tenant,
+            meta,
+        )
+
+
+async def test_export_verify_replay_round_trip(
+    store: EventStore, tenant: str, meta: Metadata, env: dict[str, str | None], tmp_path: Path
+) -> None:
+    await _small_ledger(store, tenant, meta)
+    bundle = tmp_path / "ledger.jsonl"
+    exported = await invoke(["export", "--tenant", tenant, "-o", str(bundle)], env)
+    assert exported.exit_code == 0, exported.output
+    lines = bundle.read_bytes().splitlines()
+    assert json.loads(lines[0])["tenant"] == tenant
+    assert [json.loads(line)["seq"] for line in lines[1:]] == [1, 2, 3]
+
+    checked = await invoke(["verify", "--bundle", str(bundle), "--json"], env)
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.output)
+    assert (report["ok"], report["records"], report["trust"]) == (True, 3, "bundle")
+
+    in_db = await invoke(["verify", "--tenant", tenant], env)
+    assert in_db.exit_code == 0, in_db.output
+    assert "OK: 3 records of 1 tenant(s)" in in_db.output
+    assert "no --key given" in in_db.output
+
+    replayed = await invoke(["replay", "--tenant", tenant, "--from-seq", "2"], env)
+    assert replayed.exit_code == 0
+    assert [json.loads(line)["seq"] for line in replayed.output.splitlines()] == [2, 3]
+
+    partial = tmp_path / "partial.jsonl"
+    await invoke(["export", "--tenant", tenant, "--from-seq", "2", "-o", str(partial)], env)
+    assert (await invoke(["verify", "--bundle", str(partial)], env)).exit_code == 0
+
+
+async def test_verify_failure_exits_one_naming_tenant_and_seq(
+    store: EventStore, tenant: str, meta: Metadata, env: dict[str, str | None], tmp_path: Path
+) -> None:
+    await _small_ledger(store, tenant, meta)
+    bundle = tmp_path / "ledger.jsonl"
+    await invoke(["export", "--tenant", tenant, "-o", str(bundle)], env)
+    lines = bundle.read_text().splitlines()
+    lines[2] = lines[2].replace('"value":"1.50"', '"value":"9.50"')
+    bundle.write_text("\n".join(lines) + "\n")
+    result = await invoke(["verify", "--bundle", str(bundle)], env)
+    assert result.exit_code == 1
+    assert f"tenant {tenant}, seq 2, line 3: hash mismatch" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["verify", "--bundle", "/nonexistent/bundle.jsonl"], "does not exist"),
+        (["export"], "Missing option '--tenant'"),
+        (["export", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
+        (["export", "--tenant", "x", "--from-seq", "0"], "0 is not in the range x>=1"),
+        (["verify", "--key", "/nonexistent.pem"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_two(
+    arguments: list[str], message: str, env: dict[str, str | None]
+) -> None:
+    result = CliRunner().invoke(main, arguments, env=env)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_key_file_that_is_not_a_key_is_one_line(
+    env: dict[str, str | None], tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    result = CliRunner().invoke(main, ["verify", "--key", str(junk)], env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("valueledger: not a PEM public key")
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
+        "REDIS_URL": None,
+        "VALUELEDGER_DATA_DIR": str(tmp_path),
+    }
+    result = CliRunner().invoke(main, ["verify"], env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("valueledger: ")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+async def test_embedded_default_runs_migrate_and_verify_without_urls(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": None,
+        "REDIS_URL": None,
+        "VALUELEDGER_SIGNING_KEY": None,
+        "VALUELEDGER_DATA_DIR": str(tmp_path / "data"),
+    }
+    migrated = await invoke(["migrate"], env)
+    assert migrated.exit_code == 0, migrated.output
+    key = tmp_path / "data" / "signing-key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    verified = await invoke(["verify"], env)
+    assert verified.exit_code == 0, verified.output
+    assert "OK: 0 records of 0 tenant(s)" in verified.output
+
+
+async def test_new_epoch_after_transaction_ids_reset(
+    databases: dict[str, FreshDatabases],
+) -> None:
+    """A logical restore leaves rows whose tx_id is ahead of the new cluster's counter; applying
+    the schema then opens a new epoch, so new rows still sort after the restored ones."""
+    url = await next(iter(databases.values())).create("epoch")
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            """
+            INSERT INTO events (epoch, tx_id, tenant, seq, stream_id, version, type, canonical,
+                                data, meta, recorded_at, prev_hash, hash, signature, key_id)
+            VALUES (1, (pg_current_xact_id()::text::bigint + 1000000)::text::xid8, 'restored',
+                    1, 'restored-s', 1, 'Restored', '\\x7b7d', '{}', '{}', now(),
+                    repeat('0', 64), encode(sha256('\\x7b7d'::bytea), 'hex'), 'x', 'k')
+            """
+        )
+        await apply_schema(url)
+        epochs = await connection.fetch("SELECT epoch, reason FROM store_epochs ORDER BY epoch")
+        assert [row["epoch"] for row in epochs] == [1, 2]
+        assert "reset" in epochs[1]["reason"]
+        await apply_schema(url)  # idempotent: no third epoch
+        assert await connection.fetchval("SELECT max(epoch) FROM store_epochs") == 2
+    finally:
+        await connection.close()
