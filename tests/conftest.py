@@ -1,8 +1,9 @@
-"""Real servers for every test run: a fresh PostgreSQL database (and Redis key prefix) per run.
+"""Real servers for every test run: fresh PostgreSQL databases (and Redis key prefixes) per run.
 
-The default backend is the external server when one answers (DATABASE_URL, else this machine's
-127.0.0.1:5432), and the embedded pgserver otherwise. Tests that take the `backend_url` fixture
-run against both; when no external server answers, that half is skipped with the reason.
+As for the service: with DATABASE_URL set, the run's main database is on that server; without
+it, on an embedded pgserver. Tests taking `backend_url` run against both backends: the embedded
+one, and the external one (DATABASE_URL, else this machine's 127.0.0.1:5432) when it answers,
+skipped with the reason when none does.
 """
 
 from __future__ import annotations
@@ -96,10 +97,17 @@ async def databases(
 
 
 @pytest.fixture(scope="session")
-async def database_url(databases: dict[str, FreshDatabases]) -> str:
-    """The run's main database: on the external server when there is one."""
-    backend = "external" if "external" in databases else "embedded"
-    return await databases[backend].create("main")
+def main_server(databases: dict[str, FreshDatabases]) -> FreshDatabases:
+    """The run's main server: external when DATABASE_URL is set, else embedded."""
+    backend = "external" if os.environ.get("DATABASE_URL") else "embedded"
+    if backend not in databases:
+        pytest.fail("DATABASE_URL is set but its server does not answer")
+    return databases[backend]
+
+
+@pytest.fixture(scope="session")
+async def database_url(main_server: FreshDatabases) -> str:
+    return await main_server.create("main")
 
 
 @pytest.fixture(scope="session", params=["embedded", "external"])

@@ -143,12 +143,10 @@ async def test_embedded_default_runs_migrate_and_verify_without_urls(tmp_path: P
     assert "OK: 0 records of 0 tenant(s)" in verified.output
 
 
-async def test_new_epoch_after_transaction_ids_reset(
-    databases: dict[str, FreshDatabases],
-) -> None:
+async def test_new_epoch_after_transaction_ids_reset(main_server: FreshDatabases) -> None:
     """A logical restore leaves rows whose tx_id is ahead of the new cluster's counter; applying
     the schema then opens a new epoch, so new rows still sort after the restored ones."""
-    url = await next(iter(databases.values())).create("epoch")
+    url = await main_server.create("epoch")
     connection = await asyncpg.connect(url)
     try:
         await connection.execute(

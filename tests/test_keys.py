@@ -24,9 +24,10 @@ from valueledger.cli import main
 
 
 @pytest.fixture
-async def rotation_db(databases: dict[str, FreshDatabases], request: pytest.FixtureRequest) -> str:
-    backend = "external" if "external" in databases else "embedded"
-    return await databases[backend].create(f"keys_{request.node.name[-20:].lower()}")
+async def rotation_db(main_server: FreshDatabases, request: pytest.FixtureRequest) -> str:
+    """A database of its own: rotating the key of the shared one would retire the key that
+    every other test's store signs with."""
+    return await main_server.create(f"keys_{request.node.name[-20:].lower()}")
 
 
 async def test_rotation_under_a_running_store(
