@@ -200,42 +200,29 @@ _decode_record = msgspec.json.Decoder()
 # One statement, one round trip, per batch. The conditional move of the tenant's chain head is
 # the lock and the check at once: it succeeds only if the head is still the one the records were
 # built on, every stream is at the version they assume and owned by this tenant, and the key may
-# sign; only then are the records, idempotency keys and notification written. If the head was
-# moved concurrently, the row lock's re-check fails the move. On failure nothing is written and
-# the row reports what was found, so the caller can rebuild, or report a true conflict.
-_APPEND_SQL: Final = """
+# sign; only then are the records and idempotency keys written and listeners notified. If the
+# head was moved concurrently, the row lock's re-check fails the move. On failure nothing is
+# written, positions come back NULL, and _DIAGNOSE_SQL says why (the rare path pays for it).
+_APPEND_TEMPLATE: Final = """
 WITH args AS (
     SELECT * FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bytea[], $9::text[],
                          $10::text[]) WITH ORDINALITY
         AS u(stream_id, version, type, canonical, hash, signature, i)
-), firsts AS (
-    SELECT stream_id, min(version) AS first_version FROM args GROUP BY stream_id
-), found AS (
-    SELECT f.stream_id, f.first_version, cur.tenant AS owner,
-           coalesce(cur.version, 0) AS current_version
-    FROM firsts f LEFT JOIN LATERAL (
-        SELECT e.tenant, e.version FROM events e WHERE e.stream_id = f.stream_id
-        ORDER BY e.version DESC LIMIT 1) AS cur ON true
-), signing AS (
-    SELECT created_at, retired_at FROM signing_keys WHERE key_id = $4
-), checks AS (
-    SELECT NOT EXISTS (SELECT 1 FROM found WHERE current_version <> first_version - 1
-                                                OR owner <> $1) AND
-           EXISTS (SELECT 1 FROM signing WHERE retired_at IS NULL AND created_at <= $11) AS ok
-), head_new AS (
-    INSERT INTO chain_heads (tenant, seq, hash, recorded_at, key_id)
-    SELECT $1, cardinality($9::text[]), ($9::text[])[cardinality($9::text[])], $11, $4
-    FROM checks WHERE ok AND $2 = 0
-    ON CONFLICT (tenant) DO NOTHING
-    RETURNING 1
-), head_moved AS (
+), moved AS (
     UPDATE chain_heads
        SET seq = $2 + cardinality($9::text[]), hash = ($9::text[])[cardinality($9::text[])],
            recorded_at = $11, key_id = $4
-     WHERE tenant = $1 AND seq = $2 AND hash = $3 AND $2 > 0 AND (SELECT ok FROM checks)
+     WHERE tenant = $1 AND seq = $2 AND hash = $3
+       AND EXISTS (SELECT 1 FROM signing_keys
+                    WHERE key_id = $4 AND retired_at IS NULL AND created_at <= $11)
+       AND NOT EXISTS (
+            SELECT 1
+            FROM (SELECT stream_id, min(version) AS first_version FROM args GROUP BY stream_id) f
+            LEFT JOIN LATERAL (
+                SELECT e.tenant, e.version FROM events e WHERE e.stream_id = f.stream_id
+                ORDER BY e.version DESC LIMIT 1) AS cur ON true
+            WHERE coalesce(cur.version, 0) <> f.first_version - 1 OR cur.tenant <> $1)
     RETURNING 1
-), moved AS (
-    SELECT 1 FROM head_new UNION ALL SELECT 1 FROM head_moved
 ), inserted AS (
     INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
                         recorded_at, prev_hash, hash, signature, key_id)
@@ -246,30 +233,58 @@ WITH args AS (
     WHERE EXISTS (SELECT 1 FROM moved)
     ORDER BY a.i
     RETURNING position, epoch
-), remembered AS (
+){remembered}
+SELECT array_agg(position ORDER BY position) AS positions, min(epoch) AS epoch,
+       pg_current_xact_id()::text::bigint AS tx_id,
+       (SELECT pg_notify('valueledger_events', $1) FROM moved) AS notified
+FROM inserted
+"""
+# Appends carrying idempotency keys record them in the same statement; a key committed by a
+# concurrent append makes its primary key refuse the whole statement.
+_APPEND_REMEMBERING_SQL: Final = _APPEND_TEMPLATE.format(
+    remembered=""", remembered AS (
     INSERT INTO append_idempotency (tenant, idempotency_key, content_hash, first_seq,
                                     event_count)
     SELECT $1, k, h, f, c FROM unnest($12::text[], $13::text[], $14::bigint[], $15::int[])
         AS u(k, h, f, c)
     WHERE EXISTS (SELECT 1 FROM moved)
-    RETURNING 1
+)"""
 )
-SELECT
-    EXISTS (SELECT 1 FROM moved) AS ok,
-    (SELECT array_agg(position ORDER BY position) FROM inserted) AS positions,
-    (SELECT min(epoch) FROM inserted) AS epoch,
-    pg_current_xact_id()::text::bigint AS tx_id,
-    (SELECT count(*) FROM remembered) AS remembered,
-    (SELECT count(*) FROM (SELECT pg_notify('valueledger_events', $1)
-                            WHERE EXISTS (SELECT 1 FROM moved)) AS n) AS notified,
-    h.seq AS head_seq, h.hash AS head_hash, h.recorded_at AS head_recorded_at,
-    (SELECT jsonb_object_agg(stream_id, current_version) FROM found
-      WHERE current_version <> first_version - 1) AS stale_streams,
-    (SELECT array_agg(stream_id) FROM found WHERE owner <> $1) AS foreign_streams,
-    (SELECT created_at FROM signing) AS key_created_at,
-    (SELECT retired_at FROM signing) AS key_retired_at,
-    EXISTS (SELECT 1 FROM signing) AS key_known
-FROM (SELECT 1) AS one LEFT JOIN chain_heads h ON h.tenant = $1
+_APPEND_SQL: Final = _APPEND_TEMPLATE.format(remembered="")
+# Why an append did not go in: read after the fact, outside the lock; the caller rebuilds
+# from it and the next attempt is checked under the lock again.
+# A tenant's head row exists from its first append on (seq 0, the genesis hash), so that every
+# append, the first included, is the same conditional move of that row.
+_HEAD_SQL: Final = """
+WITH created AS (
+    INSERT INTO chain_heads (tenant, seq, hash) VALUES ($1, 0, $2)
+    ON CONFLICT (tenant) DO NOTHING
+    RETURNING seq, hash, recorded_at
+)
+SELECT seq, hash, recorded_at FROM created
+UNION ALL
+SELECT seq, hash, recorded_at FROM chain_heads WHERE tenant = $1
+"""
+_DIAGNOSE_SQL: Final = """
+WITH firsts AS (
+    SELECT stream_id, min(version) AS first_version
+    FROM unnest($2::text[], $3::bigint[]) AS u(stream_id, version) GROUP BY stream_id
+), found AS (
+    SELECT f.stream_id, f.first_version, cur.tenant AS owner,
+           coalesce(cur.version, 0) AS current_version
+    FROM firsts f LEFT JOIN LATERAL (
+        SELECT e.tenant, e.version FROM events e WHERE e.stream_id = f.stream_id
+        ORDER BY e.version DESC LIMIT 1) AS cur ON true
+)
+SELECT h.seq AS head_seq, h.hash AS head_hash, h.recorded_at AS head_recorded_at,
+       (SELECT jsonb_object_agg(stream_id, current_version) FROM found
+         WHERE current_version <> first_version - 1) AS stale_streams,
+       (SELECT array_agg(stream_id) FROM found WHERE owner <> $1) AS foreign_streams,
+       k.created_at AS key_created_at, k.retired_at AS key_retired_at,
+       k.key_id IS NOT NULL AS key_known
+FROM (SELECT 1) AS one
+LEFT JOIN chain_heads h ON h.tenant = $1
+LEFT JOIN signing_keys k ON k.key_id = $4
 """
 
 
@@ -479,27 +494,46 @@ class EventStore:
                     lane.head = None
                     await self._resolve_idempotent(connection, planned.planned)
                     continue
-                if outcome["ok"]:
+                if outcome["positions"] is not None:
                     self._settle(lane, planned, outcome)
                     return
-                if outcome["foreign_streams"]:
-                    raise StreamOwnershipError(
-                        f"stream {outcome['foreign_streams'][0]!r} belongs to another tenant"
-                    )
-                if not outcome["key_known"] or outcome["key_retired_at"] is not None:
-                    await self._refresh_key(outcome)
-                elif outcome["key_created_at"] > planned.recorded_at:
-                    raise SigningKeyError("records would be stamped before the key's validity")
-                lane.head = (
-                    _Head(outcome["head_seq"], outcome["head_hash"], outcome["head_recorded_at"])
-                    if outcome["head_seq"] is not None
-                    else _Head(0, GENESIS_HASH, None)
-                )
-                if outcome["stale_streams"]:
-                    known_versions.update(msgspec.json.decode(outcome["stale_streams"]))
+                await self._diagnose(connection, lane, planned, known_versions)
         raise EventStoreError(
             f"tenant {lane.tenant!r}: gave up after {MAX_REBUILDS} rebuilds under contention"
         )
+
+    async def _diagnose(
+        self,
+        connection: Connection,
+        lane: _Lane,
+        planned: _Batch,
+        known_versions: dict[str, int],
+    ) -> None:
+        """The append did not go in: learn why, and prepare the lane to build again (or raise
+        when building again cannot help)."""
+        records = planned.records()
+        found = await connection.fetchrow(
+            _DIAGNOSE_SQL,
+            lane.tenant,
+            [item.append.stream for item in planned.planned for _ in item.records],
+            [record.version for record in records],
+            self._key.key_id,
+        )
+        assert found is not None  # noqa: S101 - the diagnosis always returns one row
+        if found["foreign_streams"]:
+            raise StreamOwnershipError(
+                f"stream {found['foreign_streams'][0]!r} belongs to another tenant"
+            )
+        if not found["key_known"] or found["key_retired_at"] is not None:
+            await self._refresh_key(found)
+        elif found["key_created_at"] > planned.recorded_at:
+            raise SigningKeyError("records would be stamped before the signing key's validity")
+        if found["head_seq"] is None:
+            lane.head = await self._read_head(connection, lane.tenant)
+        else:
+            lane.head = _Head(found["head_seq"], found["head_hash"], found["head_recorded_at"])
+        if found["stale_streams"]:
+            known_versions.update(msgspec.json.decode(found["stale_streams"]))
 
     async def _refresh_key(self, outcome: asyncpg.Record) -> None:
         """The key was retired (rotated by another process) or is unknown: load the current one
@@ -592,7 +626,7 @@ class EventStore:
         head = lane.head
         assert head is not None  # noqa: S101 - _commit reads it before planning
         outcome = await connection.fetchrow(
-            _APPEND_SQL,
+            _APPEND_REMEMBERING_SQL if idem_keys else _APPEND_SQL,
             lane.tenant,
             head.seq,
             head.hash,
@@ -604,10 +638,7 @@ class EventStore:
             [r.hash for r in records],
             [r.signature for r in records],
             batch.recorded_at,
-            idem_keys,
-            idem_hashes,
-            idem_first,
-            idem_counts,
+            *((idem_keys, idem_hashes, idem_first, idem_counts) if idem_keys else ()),
         )
         assert outcome is not None  # noqa: S101 - the statement always returns one row
         return outcome
@@ -655,10 +686,8 @@ class EventStore:
             self._stream_versions.popitem(last=False)
 
     async def _read_head(self, connection: Connection, tenant: str) -> _Head:
-        row = await connection.fetchrow(
-            "SELECT seq, hash, recorded_at FROM chain_heads WHERE tenant = $1", tenant
-        )
-        if row is None:
+        row = await connection.fetchrow(_HEAD_SQL, tenant, GENESIS_HASH)
+        if row is None:  # created concurrently and not yet visible: the move will tell
             return _Head(0, GENESIS_HASH, None)
         return _Head(row["seq"], row["hash"], row["recorded_at"])
 
