@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +23,7 @@ from eventstore.db import apply_schema
 from eventstore.keys import write_new_private_key
 from eventstore.store import Actor, EventStore, Metadata
 from valueledger.bootstrap import open_store
-from valueledger.servers import start_embedded_postgres
+from valueledger.servers import start_embedded_postgres, stop_embedded
 from valueledger.settings import Settings
 
 EXTERNAL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -70,12 +72,28 @@ class FreshDatabases:
             await connection.close()
 
 
+def server_folder() -> Path:
+    """A folder for an embedded server's data, outside pytest's temporary tree: pytest resets
+    that tree's permissions to 0700 whenever any pytest run starts, which would lock out the
+    unprivileged user pgserver runs PostgreSQL as (when tests run as root)."""
+    return Path(tempfile.mkdtemp(prefix="valueledger-test-"))
+
+
 @pytest.fixture(scope="session")
-def embedded_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("embedded") / "postgres"
-    handle, url = start_embedded_postgres(folder, database="postgres")
+def embedded_server_url() -> Iterator[str]:
+    folder = server_folder()
+    handle, url = start_embedded_postgres(folder / "postgres", database="postgres")
     yield url
-    del handle
+    stop_embedded(handle)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch_folder() -> Iterator[Path]:
+    """A data folder for a test that starts embedded servers through the service's own code."""
+    folder = server_folder()
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,8 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
-async def test_embedded_default_runs_migrate_and_verify_without_urls(tmp_path: Path) -> None:
+async def test_embedded_default_runs_migrate_and_verify_without_urls(scratch_folder: Path) -> None:
+    tmp_path = scratch_folder
     env = {
         "DATABASE_URL": None,
         "REDIS_URL": None,

@@ -54,7 +54,8 @@ def test_bad_configuration_is_a_clear_error(environment: dict[str, str], named: 
         Settings.from_env(environment)
 
 
-async def test_embedded_postgres_and_redis_start_in_the_data_folder(tmp_path: Path) -> None:
+async def test_embedded_postgres_and_redis_start_in_the_data_folder(scratch_folder: Path) -> None:
+    tmp_path = scratch_folder
     settings = Settings(data_dir=str(tmp_path / "data"))
     with servers(settings) as urls:
         connection = await asyncpg.connect(urls.database_url)

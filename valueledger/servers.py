@@ -66,4 +66,14 @@ def servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerUrls]:
     try:
         yield ServerUrls(database_url, redis_url)
     finally:
-        handles.clear()  # the servers stop once no process holds them
+        for handle in reversed(handles):
+            stop_embedded(handle)
+
+
+def stop_embedded(handle: Any) -> None:
+    """Let go of an embedded server: PostgreSQL stops once no other process holds it (pgserver
+    counts its users), Redis once no client of this process does."""
+    if hasattr(handle, "cleanup"):
+        handle.cleanup()
+    else:
+        handle.shutdown()
