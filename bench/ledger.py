@@ -194,6 +194,8 @@ class VerifyResult:
 class Report:
     plan: Plan
     database: str
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rates: dict[str, Rate] = field(default_factory=dict)
     verify: VerifyResult = field(default_factory=lambda: VerifyResult("skipped"))
 
@@ -541,7 +543,7 @@ async def measure(plan: Plan, url: str, data_dir: Path, report: Report) -> None:
 
 async def run(plan: Plan, server_url: str) -> Report:
     name = f"vl_bench_{os.getpid()}"
-    report = Report(plan=plan, database=name)
+    report = Report(plan=plan, database=name, load_before=os.getloadavg())
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -558,6 +560,7 @@ async def run(plan: Plan, server_url: str) -> Report:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+    report.load_after = os.getloadavg()
     return report
 
 
@@ -590,6 +593,11 @@ def render(report: Report) -> str:
     lines = [
         f"valueledger ledger benchmark ({'quick' if report.plan.quick else 'full'} run, "
         f"database {report.database}, {os.cpu_count()} CPUs)",
+        "load average (1/5/15 min) before: "
+        + "/".join(f"{x:.2f}" for x in report.load_before)
+        + ", after: "
+        + "/".join(f"{x:.2f}" for x in report.load_after)
+        + " (other work on the machine skews every figure)",
         "",
         f"{'case':<42} {'events/s':>10}  {'vs baseline':<34} {'ratio':>6} {'target':>7} met",
     ]
@@ -632,6 +640,8 @@ def as_json(report: Report) -> dict[str, Any]:
         "quick": report.plan.quick,
         "database": report.database,
         "cpus": os.cpu_count(),
+        "load_before": list(report.load_before),
+        "load_after": list(report.load_after),
         "rates": {
             name: {"events": r.events, "seconds": r.seconds, "per_second": r.per_second}
             for name, r in report.rates.items()

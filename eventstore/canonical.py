@@ -12,6 +12,7 @@ independent implementation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -41,7 +42,19 @@ def _utf16_key(name: str) -> bytes:
 def _child(path: str, key: str) -> str:
     if key.isidentifier():
         return f"{path}.{key}" if path else key
-    return f"{path}[{_encode_str(key).decode()}]"
+    return f"{path}[{json.dumps(key)}]"  # ASCII-escaped: safe even for a lone surrogate
+
+
+def _encode_text(text: str, path: str, what: str) -> bytes:
+    """A JSON string, refusing what cannot be stored or read back the same everywhere."""
+    try:
+        encoded = _encode_str(text)
+    except UnicodeEncodeError:
+        raise InvalidPayloadError(path, f"{what} is not valid Unicode (lone surrogate)") from None
+    if "\x00" in text:
+        # PostgreSQL's text and jsonb cannot hold U+0000, so the ledger cannot either.
+        raise InvalidPayloadError(path, f"{what} contains U+0000, which cannot be stored")
+    return encoded
 
 
 def _write(value: object, path: str, depth: int, out: list[bytes]) -> None:
@@ -53,10 +66,7 @@ def _write(value: object, path: str, depth: int, out: list[bytes]) -> None:
     elif value is False:
         out.append(b"false")
     elif isinstance(value, str):
-        try:
-            out.append(_encode_str(value))
-        except UnicodeEncodeError:
-            raise InvalidPayloadError(path, "not valid Unicode (lone surrogate)") from None
+        out.append(_encode_text(value, path, "string"))
     elif isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             raise InvalidPayloadError(
@@ -78,10 +88,7 @@ def _write(value: object, path: str, depth: int, out: list[bytes]) -> None:
                 out.append(b",")
             first = False
             child = _child(path, key)
-            try:
-                out.append(_encode_str(key))
-            except UnicodeEncodeError:
-                raise InvalidPayloadError(child, "key is not valid Unicode") from None
+            out.append(_encode_text(key, child, "member name"))
             out.append(b":")
             _write(value[key], child, depth + 1, out)
         out.append(b"}")
@@ -98,11 +105,13 @@ def _write(value: object, path: str, depth: int, out: list[bytes]) -> None:
         raise InvalidPayloadError(path, f"{type(value).__name__} is not a JSON value")
 
 
-def canonical_json(value: Any, path: str = "") -> bytes:
+def canonical_json(value: Any, path: str = "", depth: int = 0) -> bytes:
     """The JCS bytes of `value`, or InvalidPayloadError naming the first offending path.
 
-    `path` prefixes the paths in errors; the root itself is reported as ``$``.
+    `path` prefixes the paths in errors; the root itself is reported as ``$``. `depth` is the
+    level `value` will sit at inside a larger document (data and meta sit at level 1 of a
+    record), so that the limit holds for the record as a whole.
     """
     out: list[bytes] = []
-    _write(value, path, 0, out)
+    _write(value, path, depth, out)
     return b"".join(out)

@@ -409,7 +409,7 @@ class EventStore:
         if not isinstance(metadata, Metadata):
             raise InvalidAppendError("metadata must be a Metadata (actor, correlation...)")
         try:
-            meta_json = canonical_json(msgspec.to_builtins(metadata), "meta")
+            meta_json = canonical_json(msgspec.to_builtins(metadata), "meta", depth=1)
             types, type_jsons, data_jsons = [], [], []
             for index, event in enumerate(events):
                 if not isinstance(event.type, str) or not EVENT_TYPE_FORMAT.match(event.type):
@@ -417,7 +417,7 @@ class EventStore:
                         f"events[{index}].type {event.type!r} must match "
                         f"{EVENT_TYPE_FORMAT.pattern}"
                     )
-                data_json = canonical_json(event.data, f"events[{index}].data")
+                data_json = canonical_json(event.data, f"events[{index}].data", depth=1)
                 size = len(data_json) + len(meta_json) + len(stream) + len(tenant) + 400
                 if size > MAX_RECORD_BYTES:
                     raise InvalidAppendError(

@@ -142,10 +142,11 @@ def add_listed_key(
 
 
 class ChainVerifier:
-    """Checks one tenant's records in order. `anchor` is the prev_hash expected before the
-    first record; a partial bundle (exported --from-seq) is anchored on its first record."""
+    """Checks one tenant's records in order, from `first_seq` on. A chain from seq 1 starts at
+    the genesis hash; a partial one (exported --from-seq N) is anchored on the prev_hash of its
+    first record, which only the full chain, or the published receipt before it, can confirm."""
 
-    def __init__(self, tenant: str, ring: KeyRing, *, first_seq: int | None = 1) -> None:
+    def __init__(self, tenant: str, ring: KeyRing, *, first_seq: int = 1) -> None:
         self.tenant = tenant
         self.ring = ring
         self.expected_seq = first_seq
@@ -161,11 +162,15 @@ class ChainVerifier:
         seq: int = record["seq"]
         if record["tenant"] != self.tenant:
             self.fail("wrong tenant", f"record belongs to {record['tenant']!r}", seq, line)
-        if self.expected_seq is None:
-            self.expected_seq = seq
+        if self.last_hash is None and seq == self.expected_seq:
             self.last_hash = record["prev_hash"]
         if seq > self.expected_seq:
-            self.fail("missing seq", f"expected seq {self.expected_seq}, found {seq}", seq, line)
+            self.fail(
+                "missing seq",
+                f"seq {self.expected_seq} is missing (the next record is seq {seq})",
+                self.expected_seq,
+                line,
+            )
         if seq < self.expected_seq:
             self.fail(
                 "repeated seq",
@@ -288,8 +293,8 @@ def parse_line(raw: bytes, tenant: str | None, line: int) -> tuple[dict[str, Any
     try:
         parsed = _fast_decoder.decode(raw)
         trusted = isinstance(parsed, dict) and canonical_json(parsed) == raw
-    except (msgspec.DecodeError, InvalidPayloadError):
-        trusted = False
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        trusted = False  # the strict parser below says precisely what is wrong
     if not trusted:
         try:
             parsed = parse_strict(raw)
@@ -348,9 +353,13 @@ def _header_keyring(header: dict[str, Any], ring: KeyRing) -> list[str]:
     return listed
 
 
-def verify_bundle(stream: IO[bytes], ring: KeyRing, progress: Any = None) -> Report:
-    """Verify a bundle read from `stream`. `progress`, if given, is called with the number of
-    bytes consumed after each record."""
+def verify_bundle(
+    stream: IO[bytes], ring: KeyRing, progress: Any = None, first_seq: int = 1
+) -> Report:
+    """Verify a bundle read from `stream`, which must start at `first_seq` (1: the whole
+    chain). `progress`, if given, is called with the number of bytes consumed per record.
+    `ring` is not changed: the header's keys go into a copy."""
+    ring = KeyRing(dict(ring.keys), ring.pinned)
     tenant: str | None = None
     listed: list[str] = []
     verifier: ChainVerifier | None = None
@@ -378,7 +387,7 @@ def verify_bundle(stream: IO[bytes], ring: KeyRing, progress: Any = None) -> Rep
                 Failure("bad header", str(error)[:300], tenant, None, 1)
             ) from None
         assert tenant is not None  # noqa: S101 - set above or we raised
-        verifier = ChainVerifier(tenant, ring, first_seq=None)
+        verifier = ChainVerifier(tenant, ring, first_seq=first_seq)
         for number, raw in _read_lines(stream, MAX_LINE_BYTES, 1):
             record, canonical = parse_line(raw, tenant, number)
             verifier.check(record, canonical, number)
@@ -419,6 +428,7 @@ async def verify_database(
     trust: Trust = "pinned" if ring.pinned is not None else "database"
     total = 0
     checked: list[str] = []
+    verifier: ChainVerifier | None = None
     try:
         for row in await connection.fetch(
             "SELECT key_id, public_key, created_at, retired_at FROM signing_keys"
@@ -452,11 +462,12 @@ async def verify_database(
                     break
                 after = rows[-1]["seq"]
             total += verifier.count
+            counted, verifier = verifier, None
             head = await connection.fetchrow(
                 "SELECT seq, hash FROM chain_heads WHERE tenant = $1", tenant
             )
-            last_seq = (verifier.expected_seq or 1) - 1
-            if head is None or (head["seq"], head["hash"]) != (last_seq, verifier.last_hash):
+            last_seq = counted.expected_seq - 1
+            if head is None or (head["seq"], head["hash"]) != (last_seq, counted.last_hash):
                 shown = "no head" if head is None else f"seq {head['seq']} ({head['hash']})"
                 raise VerificationFailed(
                     Failure(
@@ -467,7 +478,8 @@ async def verify_database(
                     )
                 )
     except VerificationFailed as failed:
-        return Report(False, total, checked, trust, listed, failed.failure)
+        good = verifier.count if verifier is not None else 0
+        return Report(False, total + good, checked, trust, listed, failed.failure)
     return Report(True, total, checked, trust, listed)
 
 
@@ -515,7 +527,14 @@ def _check_row(verifier: ChainVerifier, row: Any) -> None:
                 f"column {name} is {value!r}, the signed record says {record[name]!r}",
             )
     verifier.check(record, canonical)
-    if _fast_decoder.decode(row["data_copy"]) != signed["data"]:
-        fail("copy mismatch", "the jsonb copy of data differs from the signed data")
-    if _fast_decoder.decode(row["meta_copy"]) != signed["meta"]:
-        fail("copy mismatch", "the jsonb copy of meta differs from the signed meta")
+    for name in ("data", "meta"):
+        if not _same_json(row[f"{name}_copy"], signed[name]):
+            fail("copy mismatch", f"the jsonb copy of {name} differs from the signed {name}")
+
+
+def _same_json(copy_text: str, signed: Any) -> bool:
+    """Equal as JSON, strictly: Python's == would take true for 1 and 10.0 for 10."""
+    try:
+        return canonical_json(_fast_decoder.decode(copy_text)) == canonical_json(signed)
+    except (msgspec.DecodeError, InvalidPayloadError):
+        return False

@@ -69,7 +69,10 @@ async def test_export_verify_replay_round_trip(
 
     partial = tmp_path / "partial.jsonl"
     await invoke(["export", "--tenant", tenant, "--from-seq", "2", "-o", str(partial)], env)
-    assert (await invoke(["verify", "--bundle", str(partial)], env)).exit_code == 0
+    assert (await invoke(["verify", "--bundle", str(partial)], env)).exit_code == 1
+    assert (
+        await invoke(["verify", "--bundle", str(partial), "--from-seq", "2"], env)
+    ).exit_code == 0
 
 
 async def test_verify_failure_exits_one_naming_tenant_and_seq(

@@ -86,7 +86,7 @@ BAD_DATA: list[tuple[Any, str]] = [
     ({"x": -MAX_SAFE_INTEGER - 1}, r"events\[0\]\.data\.x: integer outside"),
     ({1: "a"}, r"events\[0\]\.data: object key 1 is not a string"),
     ({"x": [1, {"y": b"raw"}]}, r"events\[0\]\.data\.x\[1\]\.y: bytes is not a JSON value"),
-    ({"x": "\ud800"}, r"events\[0\]\.data\.x: not valid Unicode"),
+    ({"x": "\ud800"}, r"events\[0\]\.data\.x: string is not valid Unicode"),
     ({"x": "a" * MAX_RECORD_BYTES}, r"the limit is 65536"),
 ]
 

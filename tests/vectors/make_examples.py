@@ -278,7 +278,7 @@ SAMPLE_EVENTS: Final = [
             "stage": "value-definition",
             "value_definition": "vd-2025-001",
             "approved_by": "Dr. Anna Kowalczyk",
-            "comment": "Baseline = Ø of Q3–Q4 2024, agreed in the kick-off call.",
+            "comment": "Baseline = Ø of Q3 to Q4 2024, agreed in the kick-off call.",
         },
         meta=_meta(*_OPS, correlation_id="onb-7c1e2a", causation_id="cmd-approve-vd-2025-001"),
         recorded_at=_at("2025-01-20T11:05:59.000000Z"),
