@@ -58,6 +58,7 @@ MAX_EVENTS_PER_APPEND: Final = 500
 MAX_BATCH_EVENTS: Final = 1000
 MAX_REBUILDS: Final = 50
 NOTIFY_CHANNEL: Final = "valueledger_events"
+NOTIFY_SPACING: Final = 0.005
 
 
 class StreamState(enum.Enum):
@@ -184,11 +185,19 @@ class _Planned:
 
 @dataclass(slots=True)
 class _Batch:
+    """Appends laid on a chain head: records built, and signed once _sign has run."""
+
+    appends: list[_Append]
     planned: list[_Planned]
+    conflicts: list[tuple[_Append, ConcurrencyError]]
     recorded_at: datetime
+    base: tuple[int, str, str]  # head seq and hash it was built on, and the signing key id
 
     def records(self) -> list[_Record]:
         return [record for item in self.planned for record in item.records]
+
+    def final_versions(self) -> dict[str, int]:
+        return {item.append.stream: item.records[-1].version for item in self.planned}
 
 
 _EVENT_COLUMNS: Final = """
@@ -200,8 +209,8 @@ _decode_record = msgspec.json.Decoder()
 # One statement, one round trip, per batch. The conditional move of the tenant's chain head is
 # the lock and the check at once: it succeeds only if the head is still the one the records were
 # built on, every stream is at the version they assume and owned by this tenant, and the key may
-# sign; only then are the records and idempotency keys written and listeners notified. If the
-# head was moved concurrently, the row lock's re-check fails the move. On failure nothing is
+# sign; only then are the records and idempotency keys written. If the head was moved
+# concurrently, the row lock's re-check fails the move. On failure nothing is
 # written, positions come back NULL, and _DIAGNOSE_SQL says why (the rare path pays for it).
 _APPEND_TEMPLATE: Final = """
 WITH args AS (
@@ -235,8 +244,7 @@ WITH args AS (
     RETURNING position, epoch
 ){remembered}
 SELECT array_agg(position ORDER BY position) AS positions, min(epoch) AS epoch,
-       pg_current_xact_id()::text::bigint AS tx_id,
-       (SELECT pg_notify('valueledger_events', $1) FROM moved) AS notified
+       pg_current_xact_id()::text::bigint AS tx_id
 FROM inserted
 """
 # Appends carrying idempotency keys record them in the same statement; a key committed by a
@@ -251,6 +259,7 @@ _APPEND_REMEMBERING_SQL: Final = _APPEND_TEMPLATE.format(
 )"""
 )
 _APPEND_SQL: Final = _APPEND_TEMPLATE.format(remembered="")
+_NOTIFY_SQL: Final = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # Why an append did not go in: read after the fact, outside the lock; the caller rebuilds
 # from it and the next attempt is checked under the lock again.
 # A tenant's head row exists from its first append on (seq 0, the genesis hash), so that every
@@ -332,6 +341,9 @@ class EventStore:
         self._signer = signer or BatchSigner()
         self._poll_interval = poll_interval
         self._lanes: dict[str, _Lane] = {}
+        self._committing = 0
+        self._notifier: asyncio.Task[None] | None = None
+        self._notify_again = False
         # Last known version of streams appended with ANY, so such appends usually need no
         # extra round trip; bounded, and always confirmed by the database.
         self._stream_versions: OrderedDict[str, int] = OrderedDict()
@@ -447,46 +459,93 @@ class EventStore:
         )
 
     async def _drain(self, lane: _Lane) -> None:
+        prepared: _Batch | None = None
         try:
-            while lane.pending:
-                batch: list[_Append] = []
-                size = 0
-                while lane.pending and size < MAX_BATCH_EVENTS:
-                    item = lane.pending.pop(0)
-                    batch.append(item)
-                    size += len(item.types)
-                await self._commit_isolating_failures(lane, batch)
+            while lane.pending or prepared is not None:
+                batch = prepared.appends if prepared is not None else self._take(lane)
+                prepared = await self._commit_isolating_failures(lane, batch, prepared)
         finally:
             lane.task = None
 
-    async def _commit_isolating_failures(self, lane: _Lane, batch: list[_Append]) -> None:
+    @staticmethod
+    def _take(lane: _Lane) -> list[_Append]:
+        """The next batch from the lane's queue. A batch never holds one idempotency key twice:
+        the second use waits for the next batch, where it finds the first committed."""
+        batch: list[_Append] = []
+        keys: set[str] = set()
+        size = 0
+        while lane.pending and size < MAX_BATCH_EVENTS:
+            key = lane.pending[0].idempotency_key
+            if key is not None and key in keys:
+                break
+            item = lane.pending.pop(0)
+            batch.append(item)
+            size += len(item.types)
+            if key is not None:
+                keys.add(key)
+        return batch
+
+    async def _commit_isolating_failures(
+        self, lane: _Lane, batch: list[_Append], prepared: _Batch | None
+    ) -> _Batch | None:
         """Commit a batch; if it fails as a whole, retry its appends one by one, so that one
-        bad append fails alone and the others still go in."""
+        bad append fails alone and the others still go in. Returns the next batch if it was
+        already prepared while this one was committing."""
         try:
-            await self._commit(lane, batch)
+            return await self._commit(lane, batch, prepared)
         except Exception as error:
             lane.head = None  # whatever happened, re-read the head before building again
             if len(batch) == 1:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(error)
-                return
+                return None
             for single in batch:
                 if not single.future.done():
-                    await self._commit_isolating_failures(lane, [single])
+                    self._give_back(
+                        lane, await self._commit_isolating_failures(lane, [single], None)
+                    )
+            return None
 
-    async def _commit(self, lane: _Lane, batch: list[_Append]) -> None:
+    async def _commit(
+        self, lane: _Lane, batch: list[_Append], prepared: _Batch | None
+    ) -> _Batch | None:
+        self._committing += 1
+        try:
+            return await self._commit_batch(lane, batch, prepared)
+        finally:
+            self._committing -= 1
+
+    async def _commit_batch(
+        self, lane: _Lane, batch: list[_Append], prepared: _Batch | None
+    ) -> _Batch | None:
+        """Commit `batch`, using `prepared` if it was built on the head the lane has now.
+
+        While the statement is in flight, the next batch queued on the lane is laid on the
+        head this one will leave and signed (pipelining: signing is CPU, the commit waits on
+        the disk). It is handed back only if this batch went in exactly as built; otherwise
+        its appends go back to the front of the queue, to be built again.
+        """
         known_versions: dict[str, int] = {}
         async with self._pool.acquire() as connection:
             for _ in range(MAX_REBUILDS):
                 if lane.head is None:
                     lane.head = await self._read_head(connection, lane.tenant)
-                planned = self._plan(lane, batch, known_versions)
+                if prepared is not None and prepared.base == self._base(lane.head):
+                    planned, prepared = prepared, None
+                else:
+                    planned = self._plan(lane.tenant_json, lane.head, batch, known_versions)
+                    await self._sign(planned)
+                for append, conflict in planned.conflicts:
+                    if not append.future.done():
+                        append.future.set_exception(conflict)
                 if not planned.planned:
-                    return
-                await self._sign(planned)
+                    return None
+                call = asyncio.ensure_future(self._call_append(connection, lane, planned))
+                following = await self._prepare_following(lane, planned, call)
                 try:
-                    outcome = await self._call_append(connection, lane, planned)
+                    outcome = await call
                 except asyncpg.UniqueViolationError as error:
+                    self._give_back(lane, following)
                     if error.constraint_name != "append_idempotency_pkey":
                         raise
                     # An idempotency key of this batch committed meanwhile: answer those
@@ -494,13 +553,45 @@ class EventStore:
                     lane.head = None
                     await self._resolve_idempotent(connection, planned.planned)
                     continue
+                except BaseException:
+                    self._give_back(lane, following)
+                    raise
                 if outcome["positions"] is not None:
                     self._settle(lane, planned, outcome)
-                    return
+                    self._announce()
+                    return following
+                self._give_back(lane, following)
                 await self._diagnose(connection, lane, planned, known_versions)
         raise EventStoreError(
             f"tenant {lane.tenant!r}: gave up after {MAX_REBUILDS} rebuilds under contention"
         )
+
+    async def _prepare_following(
+        self, lane: _Lane, current: _Batch, call: asyncio.Future[asyncpg.Record]
+    ) -> _Batch | None:
+        """Build and sign the lane's next batch on the head `current` will leave, while
+        `current` is being committed. Nothing is decided: conflicts found are only applied
+        if the prepared batch is used."""
+        if not lane.pending:
+            return None
+        appends = self._take(lane)
+        last = current.records()[-1]
+        projected = _Head(last.seq, last.hash, current.recorded_at)
+        following = self._plan(lane.tenant_json, projected, appends, current.final_versions())
+        try:
+            await self._sign(following)
+        except Exception:  # never leave `current` unawaited: its commit decides its appends
+            self._give_back(lane, following)
+            return None
+        return following
+
+    @staticmethod
+    def _give_back(lane: _Lane, prepared: _Batch | None) -> None:
+        if prepared is not None:
+            lane.pending[:0] = prepared.appends
+
+    def _base(self, head: _Head) -> tuple[int, str, str]:
+        return (head.seq, head.hash, self._key.key_id)
 
     async def _diagnose(
         self,
@@ -546,13 +637,15 @@ class EventStore:
                 return
         raise SigningKeyError(f"signing key {self._key.key_id} {what}; configure the current key")
 
-    def _plan(self, lane: _Lane, batch: list[_Append], known: dict[str, int]) -> _Batch:
-        """Lay the batch's appends on the chain in order, failing those whose expected version
-        cannot hold. `known` holds versions the database reported for this batch."""
-        head = lane.head
-        assert head is not None  # noqa: S101 - _commit reads it before planning
+    def _plan(
+        self, tenant_json: bytes, head: _Head, batch: list[_Append], known: dict[str, int]
+    ) -> _Batch:
+        """Lay the batch's appends on `head` in order, setting aside (as conflicts) those whose
+        expected version cannot hold. `known` holds stream versions as they will be when this
+        batch commits (reported by the database, or left by the batch before it)."""
         versions = dict(known)
         planned: list[_Planned] = []
+        conflicts: list[tuple[_Append, ConcurrencyError]] = []
         for append in batch:
             if append.future.done():
                 continue
@@ -564,8 +657,8 @@ class EventStore:
             else:
                 base = 0 if append.expected is StreamState.NO_STREAM else int(append.expected)
                 if current is not None and current != base:
-                    append.future.set_exception(
-                        ConcurrencyError(append.stream, _shown(append.expected), current)
+                    conflicts.append(
+                        (append, ConcurrencyError(append.stream, _shown(append.expected), current))
                     )
                     continue
             versions[append.stream] = base + len(append.types)
@@ -584,7 +677,7 @@ class EventStore:
             ):
                 seq += 1
                 canonical = assemble_canonical(
-                    tenant_json=lane.tenant_json,
+                    tenant_json=tenant_json,
                     seq=seq,
                     stream_json=stream_json,
                     version=item.first_version + offset,
@@ -596,11 +689,13 @@ class EventStore:
                 )
                 prev_hash = record_hash(canonical)
                 item.records.append(_Record(seq, item.first_version + offset, prev_hash, canonical))
-        return _Batch(planned, stamp)
+        return _Batch(batch, planned, conflicts, stamp, self._base(head))
 
     async def _sign(self, batch: _Batch) -> None:
         records = batch.records()
-        signatures = await self._signer.sign(self._key.private_key, [r.hash for r in records])
+        signatures = await self._signer.sign(
+            self._key.private_key, [r.hash for r in records], alone=self._committing == 1
+        )
         for record, signature in zip(records, signatures, strict=True):
             record.signature = signature
 
@@ -678,6 +773,32 @@ class EventStore:
                 append.future.set_result(recorded)
         last = batch.planned[-1].records[-1]
         lane.head = _Head(last.seq, last.hash, batch.recorded_at)
+
+    def _announce(self) -> None:
+        """Wake subscribers (in every process) after a commit. NOTIFY inside the append would
+        hold PostgreSQL's cluster-wide notify lock until the commit is on disk, serialising
+        every tenant's commits; sent afterwards, from one coalescing task, it costs nothing on
+        the write path. A notification lost to a crash only delays subscribers, which poll."""
+        if self._notifier is None:
+            self._notifier = asyncio.create_task(self._notify())
+        else:
+            self._notify_again = True
+
+    async def _notify(self) -> None:
+        try:
+            while True:
+                self._notify_again = False
+                async with self._pool.acquire() as connection:
+                    await connection.execute(_NOTIFY_SQL)
+                # At most one notification per spacing: a busy writer's commits share one,
+                # for a few milliseconds of subscriber latency.
+                await asyncio.sleep(NOTIFY_SPACING)
+                if not self._notify_again:
+                    return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return  # subscribers poll anyway
+        finally:
+            self._notifier = None
 
     def _remember_version(self, stream: str, version: int) -> None:
         self._stream_versions[stream] = version
@@ -841,7 +962,9 @@ class EventStore:
                 await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
                 await self._pool.release(listener)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self._notifier is not None:
+            await asyncio.gather(self._notifier, return_exceptions=True)
         self._signer.close()
 
     async def tenants(self) -> list[str]:

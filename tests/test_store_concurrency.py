@@ -219,3 +219,50 @@ def test_cursor_text_round_trip() -> None:
     for bad in ("", "1.2", "1.2.x", "-1.2.3"):
         with pytest.raises(ValueError, match="cursor"):
             Cursor.parse(bad)
+
+
+async def test_a_busy_lane_keeps_every_append_exact_under_conflicts(
+    store: EventStore, database_url: str, tenant: str, meta: Metadata
+) -> None:
+    """Many writers on one tenant keep its lane busy, so batches are prepared while the one
+    before commits. Writers on their own streams must always succeed; writers contending on a
+    shared stream must each see either success or a ConcurrencyError with the true version,
+    and the chain must come out contiguous and valid."""
+    shared = f"{tenant}-shared"
+    await store.append(shared, [NewEvent("Opened", {})], StreamState.NO_STREAM, tenant, meta)
+    wins: list[int] = []
+    conflicts: list[tuple[int, int]] = []
+
+    async def writer(n: int) -> None:
+        own = f"{tenant}-own-{n}"
+        seen = 1
+        for version in range(20):
+            expected = StreamState.NO_STREAM if version == 0 else version
+            await store.append(own, [NewEvent("Own", {"n": n})], expected, tenant, meta)
+            try:
+                done = await store.append(
+                    shared, [NewEvent("Shared", {"n": n})], seen, tenant, meta
+                )
+            except ConcurrencyError as error:
+                conflicts.append((seen, error.actual))
+                seen = error.actual
+            else:
+                wins.append(done[0].version)
+                seen = done[0].version
+
+    await asyncio.gather(*(writer(n) for n in range(10)))
+    assert conflicts, "ten writers on one stream should have collided"
+    assert all(actual > expected for expected, actual in conflicts)
+    assert sorted(wins) == list(range(2, 2 + len(wins)))
+    assert [e.version for e in await store.read_stream(shared)] == list(range(1, 2 + len(wins)))
+    for n in range(10):
+        assert [e.version for e in await store.read_stream(f"{tenant}-own-{n}")] == list(
+            range(1, 21)
+        )
+    connection = await asyncpg.connect(database_url)
+    try:
+        report = await verify_database(connection, KeyRing(), [tenant])
+    finally:
+        await connection.close()
+    assert report.ok, report.failure
+    assert report.records == 1 + 200 + len(wins)
