@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventstore.canonical import MAX_SAFE_INTEGER
+from eventstore.canonical import MAX_DEPTH, MAX_SAFE_INTEGER
 from eventstore.errors import IdempotencyKeyReusedError, InvalidAppendError, StreamOwnershipError
 from eventstore.store import (
+    EVENT_TYPE_FORMAT,
+    IDEMPOTENCY_KEY_FORMAT,
     MAX_EVENTS_PER_APPEND,
     MAX_RECORD_BYTES,
+    STREAM_FORMAT,
+    TENANT_FORMAT,
     EventStore,
     Metadata,
     NewEvent,
@@ -145,3 +150,21 @@ async def test_malformed_appends_are_refused(
 async def test_idempotency_key_format(store: EventStore, tenant: str, meta: Metadata) -> None:
     with pytest.raises(InvalidAppendError, match="idempotency key"):
         await store.append(f"{tenant}-s", [NewEvent("E", {})], StreamState.ANY, tenant, meta, "")
+
+
+def test_the_documented_limits_are_the_enforced_ones() -> None:
+    """docs/event-store.md is what operators read: its limits table must match the code."""
+    doc = (Path(__file__).parent.parent / "docs" / "event-store.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in doc.splitlines()
+        if line.startswith("| ") and line.count("|") == 3
+    }
+    assert f"`{TENANT_FORMAT.pattern.removesuffix(chr(92) + 'Z')}`" in rows["tenant"]
+    assert f"`{STREAM_FORMAT.pattern.removesuffix(chr(92) + 'Z')}`" in rows["stream id"]
+    assert f"`{EVENT_TYPE_FORMAT.pattern.removesuffix(chr(92) + 'Z')}`" in rows["event type"]
+    assert IDEMPOTENCY_KEY_FORMAT.pattern == r"[\x21-\x7e]{1,200}\Z"
+    assert "1 to 200 printable ASCII" in rows["idempotency key"]
+    assert f"1 to {MAX_EVENTS_PER_APPEND}" == rows["events per append"]
+    assert f"at most {MAX_RECORD_BYTES // 1024} KiB" in rows["one record"]
+    assert f"at most {MAX_DEPTH} levels deep" in rows["data and meta"]
