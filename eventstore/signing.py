@@ -38,25 +38,42 @@ class BatchSigner:
         self._queue: list[_Request] = []
         self._in_flight = 0
 
-    async def sign(self, key: rsa.RSAPrivateKey, hashes: list[str]) -> list[str]:
-        """The base64 signatures of `hashes`, in order."""
-        if not self._queue and self._in_flight == 0 and len(hashes) <= INLINE_LIMIT:
+    async def sign(self, key: rsa.RSAPrivateKey, hashes: list[str], *, alone: bool) -> list[str]:
+        """The base64 signatures of `hashes`, in order. `alone` says that no other append is
+        being committed in this process right now, so the event loop has nothing else to do."""
+        idle = not self._queue and self._in_flight == 0
+        if alone and idle and len(hashes) <= INLINE_LIMIT:
             return [sign_hash(key, digest) for digest in hashes]
         loop = asyncio.get_running_loop()
-        if len(hashes) >= 2 * self._threads and self._in_flight == 0 and not self._queue:
-            # One big batch alone: split it so that it uses every thread.
+        if alone and idle and len(hashes) >= 2 * self._threads:
+            # One big batch on its own: a share for every thread.
             share = -(-len(hashes) // self._threads)
             parts = [hashes[i : i + share] for i in range(0, len(hashes), share)]
-            signed = await asyncio.gather(*(self.sign(key, part) for part in parts))
+            futures = [self._enqueue(loop, key, part) for part in parts]
+            self._pump(loop)
+            signed = await asyncio.gather(*futures)
             return [signature for part in signed for signature in part]
-        future: asyncio.Future[list[str]] = loop.create_future()
-        self._queue.append((key, hashes, future))
+        future = self._enqueue(loop, key, hashes)
         self._pump(loop)
         return await future
 
+    def _enqueue(
+        self, loop: asyncio.AbstractEventLoop, key: rsa.RSAPrivateKey, hashes: list[str]
+    ) -> asyncio.Future[list[str]]:
+        future: asyncio.Future[list[str]] = loop.create_future()
+        self._queue.append((key, hashes, future))
+        return future
+
     def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
-        while self._queue and self._in_flight < self._threads:
-            batch, self._queue = self._queue, []
+        """Hand everything queued to the free threads, split evenly among them."""
+        free = self._threads - self._in_flight
+        if not self._queue or free <= 0:
+            return
+        queued, self._queue = self._queue, []
+        groups = min(free, len(queued))
+        size = -(-len(queued) // groups)
+        for start in range(0, len(queued), size):
+            batch = queued[start : start + size]
             self._in_flight += 1
             job = self._executor.submit(_sign_requests, batch)
             job.add_done_callback(self._finisher(loop, batch))

@@ -60,7 +60,7 @@ async def test_rotation_under_a_running_store(
             with pytest.raises(SigningKeyError, match="retired"):
                 await stuck.append("acct-1", [NewEvent("C", {})], StreamState.ANY, "t1", meta)
         finally:
-            stuck.close()
+            await stuck.close()
         connection = await asyncpg.connect(rotation_db)
         try:
             with pytest.raises(SigningKeyError, match="retired"):

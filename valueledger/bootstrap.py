@@ -55,6 +55,6 @@ async def open_store(settings: Settings, database_url: str) -> AsyncIterator[Eve
         try:
             yield store
         finally:
-            store.close()
+            await store.close()
     finally:
         await pool.close()
