@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -147,7 +147,7 @@ def load_public_key_pem(pem: str | bytes) -> rsa.RSAPublicKey:
     """Parse an RSA public key fit to verify receipts, or raise ValueError saying why not."""
     try:
         key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         raise ValueError(f"not a PEM public key ({error})") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("not an RSA public key")
@@ -156,16 +156,20 @@ def load_public_key_pem(pem: str | bytes) -> rsa.RSAPublicKey:
     return key
 
 
+_PKCS1V15: Final = padding.PKCS1v15()
+_SHA256: Final = hashes.SHA256()
+
+
 def sign_hash(private_key: rsa.RSAPrivateKey, hash_hex: str) -> str:
     """RSASSA-PKCS1-v1_5 / SHA-256 over the 32 raw bytes of the hash, base64 (padded)."""
-    signature = private_key.sign(bytes.fromhex(hash_hex), padding.PKCS1v15(), hashes.SHA256())
+    signature = private_key.sign(bytes.fromhex(hash_hex), _PKCS1V15, _SHA256)
     return base64.b64encode(signature).decode("ascii")
 
 
 def signature_holds(public_key: rsa.RSAPublicKey, hash_hex: str, signature_b64: str) -> bool:
     try:
         signature = base64.b64decode(signature_b64, validate=True)
-        public_key.verify(signature, bytes.fromhex(hash_hex), padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(signature, bytes.fromhex(hash_hex), _PKCS1V15, _SHA256)
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
