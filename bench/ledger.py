@@ -96,7 +96,6 @@ STORE_8_ONE: Final = "store, 8 writers / 1 tenant"
 STORE_8_MANY: Final = "store, 8 writers / 8 tenants"
 FILL: Final = "store, bulk fill (200/append, 8 writers)"
 
-# (case, baseline, factor applied to the baseline, minimum ratio or None for information only)
 COMPARISONS: Final[list[tuple[str, str, float | None]]] = [
     # (case, baseline, the target for case / baseline)
     (STORE_1, RAW_1, 0.5),
