@@ -1,12 +1,12 @@
 """The append-only event store: PostgreSQL, one hash chain per tenant, every record signed.
 
 Write path. Each tenant has a lane in this process; appends queue on it and one task commits
-them in batches (group commit): one round trip to `vl_append`, one commit, one signing hand-off
-for everything that queued while the previous batch was in flight. The lane caches the chain
-head, so in the common case records are built and signed before touching the database, and the
-function only confirms that head under its row lock. Another process having moved the head (or
-a stream) makes the function write nothing and report what it found; the lane then rebuilds,
-re-signs and tries again. Different tenants never wait on each other.
+them in batches (group commit): one statement and one round trip per batch, which moves the
+tenant's chain head and inserts the records. The lane caches the chain head, so records are
+built and signed before touching the database, and the statement only confirms that head under
+its row lock; while it is in flight, the next batch is already built and signed. Another
+process having moved the head (or a stream) makes the statement write nothing; the lane learns
+what it found, rebuilds, re-signs and tries again. Different tenants never wait on each other.
 
 Read path. Positions come from a sequence, so they are handed out before commit and commit out
 of order. Readers therefore order by (epoch, tx_id, position) and only hand out rows whose
@@ -966,10 +966,6 @@ class EventStore:
         if self._notifier is not None:
             await asyncio.gather(self._notifier, return_exceptions=True)
         self._signer.close()
-
-    async def tenants(self) -> list[str]:
-        rows = await self._pool.fetch("SELECT tenant FROM chain_heads ORDER BY tenant")
-        return [row["tenant"] for row in rows]
 
 
 def _shown(expected: ExpectedVersion) -> object:
