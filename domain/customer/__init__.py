@@ -1,0 +1,108 @@
+"""The customer account: who the customer is, who may act for it, and its API keys.
+
+Vendor staff (ADMIN) register a customer with its name, billing contact and currency, and may
+suspend and reactivate it. The customer's CUSTOMER_ADMINs (and ADMINs) invite users with a role,
+change and revoke roles, and issue and revoke API keys. Personal data arrives already sealed
+(encrypted) by the command layer, in fields ending in ``_sealed``; API keys arrive as the
+SHA-256 digest of a secret the domain never sees. The rules are listed in `decider`.
+"""
+
+from __future__ import annotations
+
+from domain.customer.commands import (
+    ChangeUserRole,
+    Command,
+    InviteUser,
+    IssueApiKey,
+    ReactivateCustomer,
+    RegisterCustomer,
+    RevokeApiKey,
+    RevokeUserAccess,
+    SuspendCustomer,
+)
+from domain.customer.decider import SUPPORTED_CURRENCIES, decide, evolve
+from domain.customer.errors import (
+    ApiKeyAlreadyRevokedError,
+    CustomerAlreadyRegisteredError,
+    CustomerError,
+    CustomerMismatchError,
+    CustomerNotRegisteredError,
+    CustomerNotSuspendedError,
+    CustomerSuspendedError,
+    DuplicateApiKeyError,
+    DuplicateUserError,
+    InvalidCustomerFieldError,
+    LastCustomerAdminError,
+    NotAuthorizedError,
+    RoleUnchangedError,
+    UnknownApiKeyError,
+    UnknownUserError,
+    UnsupportedCurrencyError,
+)
+from domain.customer.events import (
+    EVENT_DECODER,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    CustomerReactivated,
+    CustomerRegistered,
+    CustomerSuspended,
+    Event,
+    UserAccessRevoked,
+    UserInvited,
+    UserRoleChanged,
+)
+from domain.customer.roles import Role
+from domain.customer.state import (
+    ApiKey,
+    CustomerAccount,
+    CustomerStatus,
+    CustomerUser,
+    initial_state,
+)
+
+__all__ = [
+    "EVENT_DECODER",
+    "SUPPORTED_CURRENCIES",
+    "ApiKey",
+    "ApiKeyAlreadyRevokedError",
+    "ApiKeyIssued",
+    "ApiKeyRevoked",
+    "ChangeUserRole",
+    "Command",
+    "CustomerAccount",
+    "CustomerAlreadyRegisteredError",
+    "CustomerError",
+    "CustomerMismatchError",
+    "CustomerNotRegisteredError",
+    "CustomerNotSuspendedError",
+    "CustomerReactivated",
+    "CustomerRegistered",
+    "CustomerStatus",
+    "CustomerSuspended",
+    "CustomerSuspendedError",
+    "CustomerUser",
+    "DuplicateApiKeyError",
+    "DuplicateUserError",
+    "Event",
+    "InvalidCustomerFieldError",
+    "InviteUser",
+    "IssueApiKey",
+    "LastCustomerAdminError",
+    "NotAuthorizedError",
+    "ReactivateCustomer",
+    "RegisterCustomer",
+    "RevokeApiKey",
+    "RevokeUserAccess",
+    "Role",
+    "RoleUnchangedError",
+    "SuspendCustomer",
+    "UnknownApiKeyError",
+    "UnknownUserError",
+    "UnsupportedCurrencyError",
+    "UserAccessRevoked",
+    "UserInvited",
+    "UserRoleChanged",
+    "decide",
+    "evolve",
+    "initial_state",
+]

@@ -1,0 +1,68 @@
+"""A customer account as its events leave it: what deciding the next command needs to know."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+
+import msgspec
+
+from domain.customer.roles import Role
+
+
+class CustomerStatus(StrEnum):
+    """Where the account is in its life."""
+
+    UNREGISTERED = "UNREGISTERED"
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+
+
+class CustomerUser(msgspec.Struct, frozen=True, kw_only=True):
+    """A person with a role on the customer; name and e-mail are sealed by the command layer."""
+
+    user_id: str
+    role: Role
+    name_sealed: str
+    email_sealed: str
+    invited_at: datetime
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """An issued key: the SHA-256 hex digest of its secret, and when it was revoked if it was."""
+
+    key_id: str
+    secret_sha256: str
+    label: str
+    issued_at: datetime
+    revoked_at: datetime | None = None
+
+
+class CustomerAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """The account's current state.
+
+    `users` holds current users only (a revoked user's id can be invited again); `api_keys`
+    holds every key ever issued, revoked ones included, so a key id is never reused. Both
+    mappings are replaced, never changed in place, by `evolve`.
+    """
+
+    status: CustomerStatus = CustomerStatus.UNREGISTERED
+    customer_id: str = ""
+    name: str = ""
+    currency: str = ""
+    billing_contact_name_sealed: str = ""
+    billing_contact_email_sealed: str = ""
+    billing_contact_phone_sealed: str | None = None
+    suspension_reason: str = ""
+    users: Mapping[str, CustomerUser] = msgspec.field(default_factory=dict)
+    api_keys: Mapping[str, ApiKey] = msgspec.field(default_factory=dict)
+
+    def customer_admin_count(self) -> int:
+        """How many users hold CUSTOMER_ADMIN: the account must never lose its last one."""
+        return sum(1 for user in self.users.values() if user.role is Role.CUSTOMER_ADMIN)
+
+
+def initial_state() -> CustomerAccount:
+    """The state before any event: a customer that is not registered yet."""
+    return CustomerAccount()
