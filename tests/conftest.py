@@ -44,6 +44,16 @@ async def _answers(url: str) -> bool:
     return True
 
 
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
 class FreshDatabases:
     """Creates throw-away databases on one server and drops them at the end of the run."""
 
@@ -62,6 +72,23 @@ class FreshDatabases:
         url = _with_database(self.server_url, name)
         await apply_schema(url)
         return url
+
+    async def sweep_abandoned(self) -> None:
+        """Drop databases left by earlier runs that were killed before their clean-up (their
+        process is gone), so a shared server does not fill up with them."""
+        connection = await asyncpg.connect(self.server_url)
+        try:
+            names = await connection.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'vl\\_test\\_%'"
+            )
+            for row in names:
+                pid = row["datname"].split("_")[2]
+                if pid.isdigit() and _process_gone(int(pid)):
+                    await connection.execute(
+                        f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)'
+                    )
+        finally:
+            await connection.close()
 
     async def drop_all(self) -> None:
         connection = await asyncpg.connect(self.server_url)
@@ -109,6 +136,7 @@ async def databases(
     servers = {"embedded": FreshDatabases(embedded_server_url)}
     if external_server_url is not None:
         servers["external"] = FreshDatabases(external_server_url)
+        await servers["external"].sweep_abandoned()
     yield servers
     for fresh in servers.values():
         await fresh.drop_all()
