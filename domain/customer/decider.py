@@ -75,29 +75,28 @@ _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 def decide(command: Command, state: CustomerAccount) -> list[Event]:  # noqa: PLR0911 (one return per kind of command)
     """The events the command makes happen, or a `CustomerError` saying why it cannot."""
     _check_stamp(command.at, command.by)
+    # The account must exist for everything but registering, and be open (not suspended) for
+    # everything but reactivating it.
+    if isinstance(command, ReactivateCustomer):
+        _check_registered(command.customer_id, state)
+    elif not isinstance(command, RegisterCustomer):
+        _check_open(command.customer_id, state)
     match command:
         case RegisterCustomer():
             return _register(command, state)
         case InviteUser():
-            _check_open(command.customer_id, state)
             return _invite(command, state)
         case ChangeUserRole():
-            _check_open(command.customer_id, state)
             return _change_role(command, state)
         case RevokeUserAccess():
-            _check_open(command.customer_id, state)
             return _revoke_user(command, state)
         case IssueApiKey():
-            _check_open(command.customer_id, state)
             return _issue_key(command, state)
         case RevokeApiKey():
-            _check_open(command.customer_id, state)
             return _revoke_key(command, state)
         case SuspendCustomer():
-            _check_open(command.customer_id, state)
             return _suspend(command, state)
         case ReactivateCustomer():
-            _check_registered(command.customer_id, state)
             return _reactivate(command, state)
         case _:
             assert_never(command)
