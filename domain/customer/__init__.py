@@ -51,7 +51,6 @@ from domain.customer.events import (
     UserInvited,
     UserRoleChanged,
 )
-from domain.customer.roles import Role
 from domain.customer.state import (
     ApiKey,
     CustomerAccount,
@@ -59,6 +58,7 @@ from domain.customer.state import (
     CustomerUser,
     initial_state,
 )
+from domain.roles import Role
 
 __all__ = [
     "EVENT_DECODER",

@@ -17,7 +17,7 @@ from typing import TypeAlias
 
 import msgspec
 
-from domain.customer.roles import Role
+from domain.roles import Role
 
 
 class RegisterCustomer(

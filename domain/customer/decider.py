@@ -61,8 +61,8 @@ from domain.customer.events import (
     UserInvited,
     UserRoleChanged,
 )
-from domain.customer.roles import Role
 from domain.customer.state import ApiKey, CustomerAccount, CustomerStatus, CustomerUser
+from domain.roles import Role
 
 SUPPORTED_CURRENCIES: Final = frozenset(
     {"AUD", "CAD", "CHF", "DKK", "EUR", "GBP", "JPY", "NOK", "NZD", "SEK", "USD"}

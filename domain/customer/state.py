@@ -8,7 +8,7 @@ from enum import StrEnum
 
 import msgspec
 
-from domain.customer.roles import Role
+from domain.roles import Role
 
 
 class CustomerStatus(StrEnum):

@@ -1,7 +1,7 @@
 """The roles a person can hold, as the architecture guide's RBAC model names them.
 
-Kept here until a second aggregate needs them; another change will move them to a shared place.
-The values are the stored text, so they never change even if a member is renamed.
+Shared by every aggregate that checks who may act. The values are the stored text, so they
+never change even if a member is renamed.
 """
 
 from __future__ import annotations
