@@ -90,6 +90,29 @@ CREATE TABLE IF NOT EXISTS subscription_checkpoints (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- Personal data is sealed in events with one AES-256-GCM key per person (crypto-shredding):
+-- the ledger can never be rewritten, so forgetting a person deletes their keys here and every
+-- sealed field of theirs reads as erased, while every chain still verifies. Outside the ledger on
+-- purpose, and the only table the application may DELETE from. See docs/personal-data.md.
+CREATE TABLE IF NOT EXISTS person_keys (
+    key_id     uuid PRIMARY KEY,
+    tenant     text NOT NULL,
+    subject    text NOT NULL,
+    secret     bytea NOT NULL CHECK (length(secret) = 32),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (tenant, subject)
+);
+
+-- Who was forgotten, when and why: the key is gone, the fact that it was erased is kept.
+CREATE TABLE IF NOT EXISTS forgotten_people (
+    tenant       text NOT NULL,
+    subject      text NOT NULL,
+    forgotten_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    keys_erased  integer NOT NULL,
+    reason       text NOT NULL,
+    PRIMARY KEY (tenant, subject, forgotten_at)
+);
+
 -- The ledger is append-only, whoever asks: these triggers refuse even the owner. The only way
 -- around them is a superuser disabling triggers, which the verifier then catches.
 CREATE OR REPLACE FUNCTION vl_refuse_ledger_change() RETURNS trigger
@@ -120,12 +143,14 @@ END
 $$;
 
 REVOKE ALL ON events, chain_heads, append_idempotency, signing_keys, store_epochs,
-    subscription_checkpoints FROM PUBLIC;
+    subscription_checkpoints, person_keys, forgotten_people FROM PUBLIC;
 GRANT SELECT, INSERT ON events TO valueledger_app;
 GRANT SELECT, INSERT, UPDATE ON chain_heads TO valueledger_app;
 GRANT SELECT, INSERT ON append_idempotency TO valueledger_app;
 GRANT SELECT ON signing_keys, store_epochs TO valueledger_app;
 GRANT SELECT, INSERT, UPDATE ON subscription_checkpoints TO valueledger_app;
+GRANT SELECT, INSERT, DELETE ON person_keys TO valueledger_app;
+GRANT SELECT, INSERT ON forgotten_people TO valueledger_app;
 GRANT SELECT ON events, chain_heads, signing_keys, store_epochs TO valueledger_auditor;
 
 -- Seeing which transaction holds readers back (EventStore.held_back) needs the other sessions'

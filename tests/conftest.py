@@ -8,6 +8,7 @@ skipped with the reason when none does.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -18,11 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from click.testing import CliRunner, Result
 
 from eventstore.db import apply_schema
 from eventstore.keys import write_new_private_key
 from eventstore.store import Actor, EventStore, Metadata
 from valueledger.bootstrap import open_store
+from valueledger.cli import main
 from valueledger.servers import start_embedded_postgres, stop_embedded
 from valueledger.settings import Settings
 
@@ -201,3 +204,18 @@ def tenant() -> str:
 @pytest.fixture
 def meta() -> Metadata:
     return Metadata(actor=Actor(user="user-1", role="ADMIN"), correlation_id="corr-1")
+
+
+@pytest.fixture
+def env(database_url: str, key_folder: Path) -> dict[str, str | None]:
+    return {
+        "DATABASE_URL": database_url,
+        "VALUELEDGER_DATA_DIR": str(key_folder),
+        "VALUELEDGER_SIGNING_KEY": str(key_folder / "signing-key.pem"),
+        "REDIS_URL": None,
+    }
+
+
+async def invoke(arguments: list[str], env: dict[str, str | None] | None = None) -> Result:
+    """Run the CLI in a thread: it starts its own event loop, as it does for a user."""
+    return await asyncio.to_thread(CliRunner().invoke, main, arguments, env=env)

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import asyncpg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from eventstore.db import apply_schema
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
-from tests.conftest import FreshDatabases
+from tests.conftest import FreshDatabases, invoke
 from valueledger.cli import main
-
-
-@pytest.fixture
-def env(database_url: str, key_folder: Path) -> dict[str, str | None]:
-    return {
-        "DATABASE_URL": database_url,
-        "VALUELEDGER_DATA_DIR": str(key_folder),
-        "VALUELEDGER_SIGNING_KEY": str(key_folder / "signing-key.pem"),
-        "REDIS_URL": None,
-    }
-
-
-async def invoke(arguments: list[str], env: dict[str, str | None] | None = None) -> Result:
-    """Run the CLI in a thread: it starts its own event loop, as it does for a user."""
-    return await asyncio.to_thread(CliRunner().invoke, main, arguments, env=env)
 
 
 async def _small_ledger(store: EventStore, tenant: str, meta: Metadata) -> None:

@@ -19,8 +19,9 @@ import asyncpg
 import click
 import msgspec
 
+from commands.personal_data import PersonalDataVault
 from eventstore.bundle import export_bundle, record_lines
-from eventstore.db import apply_schema
+from eventstore.db import apply_schema, create_pool
 from eventstore.errors import EventStoreError
 from eventstore.keys import (
     list_keys,
@@ -337,6 +338,36 @@ def verify(
     with _database(settings) as url:
         report = _run(check(url))
     _print_report(report, as_json)
+
+
+@main.command()
+@click.option("--user", "subject", required=True, help="The person: their user id.")
+@click.option("--tenant", help="Only within this customer (default: every customer).")
+@click.option("--reason", required=True, help="Why, e.g. the erasure request's reference.")
+@one_line_errors
+def forget(subject: str, tenant: str | None, reason: str) -> None:
+    """Erase a person's personal data by deleting their keys (crypto-shredding).
+
+    Their sealed fields read as erased from then on; the ledger's bytes, hashes and signatures
+    are untouched, so every chain still verifies. It cannot be undone.
+    """
+    settings = _settings()
+
+    async def erase(url: str) -> int:
+        pool = await create_pool(url, settings.db_role or None)
+        try:
+            return await PersonalDataVault(pool).forget(subject, tenant=tenant, reason=reason)
+        finally:
+            await pool.close()
+
+    with _database(settings) as url:
+        _run(prepare_database(settings, url))
+        erased = _run(erase(url))
+    where = f"customer {tenant}" if tenant else "every customer"
+    if erased:
+        click.echo(f"forgot {subject} in {where}: {erased} key(s) erased")
+    else:
+        click.echo(f"nothing to erase: no keys of {subject} in {where} (already forgotten?)")
 
 
 @main.command("key-id")

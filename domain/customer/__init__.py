@@ -20,7 +20,7 @@ from domain.customer.commands import (
     RevokeUserAccess,
     SuspendCustomer,
 )
-from domain.customer.decider import SUPPORTED_CURRENCIES, decide, evolve
+from domain.customer.decider import SUPPORTED_CURRENCIES, authorize, decide, ensure_open, evolve
 from domain.customer.errors import (
     ApiKeyAlreadyRevokedError,
     CustomerAlreadyRegisteredError,
@@ -102,7 +102,9 @@ __all__ = [
     "UserAccessRevoked",
     "UserInvited",
     "UserRoleChanged",
+    "authorize",
     "decide",
+    "ensure_open",
     "evolve",
     "initial_state",
 ]

@@ -374,18 +374,36 @@ def _check_vendor(by_role: Role, action: str) -> None:
 
 def _check_account_admin(by: str, by_role: Role, state: CustomerAccount, action: str) -> None:
     """ADMIN anywhere; CUSTOMER_ADMIN only as a current CUSTOMER_ADMIN of this customer."""
+    authorize(state, by, by_role, frozenset({Role.CUSTOMER_ADMIN}), action)
+
+
+def authorize(
+    state: CustomerAccount, by: str, by_role: Role, allowed: frozenset[Role], action: str
+) -> None:
+    """Refuse unless the actor is vendor staff (ADMIN), or a current user of this customer who
+    holds one of the `allowed` roles now (so a token issued before a demotion no longer works).
+
+    Other aggregates' handlers call it with the customer's account before deciding.
+    """
     if by_role is Role.ADMIN:
         return
-    if by_role is not Role.CUSTOMER_ADMIN:
+    roles = " or ".join(sorted(allowed))
+    if by_role not in allowed:
         raise NotAuthorizedError(
-            f"role {by_role} cannot {action}; ask a CUSTOMER_ADMIN of the customer or an ADMIN"
+            f"role {by_role} cannot {action}; ask a {roles} of the customer or an ADMIN"
         )
     actor = state.users.get(by)
-    if actor is None or actor.role is not Role.CUSTOMER_ADMIN:
+    if actor is None or actor.role is not by_role:
         raise NotAuthorizedError(
-            f"user {by!r} is not a CUSTOMER_ADMIN of customer {state.customer_id!r}, so cannot "
-            f"{action}; ask one of its CUSTOMER_ADMINs or an ADMIN"
+            f"user {by!r} is not a {by_role} of customer {state.customer_id!r}, so cannot "
+            f"{action}; ask a {roles} of the customer or an ADMIN"
         )
+
+
+def ensure_open(customer_id: str, state: CustomerAccount) -> None:
+    """Refuse unless the customer is registered and not suspended: every other aggregate's
+    handler checks this first, as a suspended customer accepts nothing but reactivation."""
+    _check_open(customer_id, state)
 
 
 def _check_may_grant(by_role: Role, role: Role) -> None:

@@ -365,7 +365,7 @@ def test_a_customer_admin_claim_needs_the_role_on_this_customer(actor: str) -> N
     # mallory is no user of this customer (a CUSTOMER_ADMIN elsewhere); bob holds FINANCE here.
     assert refusal(TEAM, replace(INVITE_CAROL, by=actor), NotAuthorizedError) == (
         f"user {actor!r} is not a CUSTOMER_ADMIN of customer 'cust-1', so cannot invite users; "
-        "ask one of its CUSTOMER_ADMINs or an ADMIN"
+        "ask a CUSTOMER_ADMIN of the customer or an ADMIN"
     )
 
 
