@@ -1,4 +1,8 @@
-"""Commands on a customer account: registration, users and roles, API keys, suspension."""
+"""Commands on a customer account: registration, billing contact, users, API keys, suspension.
+
+The account's stream is read through the customer's upcasters, so an event stored in an older
+shape folds as its current one; the stored bytes are never rewritten.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ CUSTOMER: Final = Aggregate(
     initial=customer.initial_state(),
     evolve=customer.evolve,
     event_type=customer.Event,
+    upcasters=customer.UPCASTERS,
 )
 
 

@@ -2,17 +2,20 @@
 
 Stream ids are global and each is owned by one tenant (the customer), so every id starts with
 the tenant: ``acme:customer``, ``acme:definition:value``. The tenant's hash chain runs through
-all its streams. These names are part of the ledger's public contract (docs/events.md).
+all its streams. These names are part of the ledger's public contract (docs/events.md). Ids
+inside a name are at most 32 characters, so the longest name (a calculation's) stays within
+the store's 128.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Final
 
 from eventstore.store import TENANT_FORMAT
 
-_PART: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_PART: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
 
 
 class StreamNameError(ValueError):
@@ -32,7 +35,7 @@ def tenant_of(customer_id: str) -> str:
 def _part(kind: str, value: str) -> str:
     if not _PART.match(value):
         raise StreamNameError(
-            f"{kind} {value!r} must be 1 to 64 letters, digits, '_', '.' or '-', "
+            f"{kind} {value!r} must be 1 to 32 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
     return value
@@ -46,3 +49,34 @@ def customer_stream(tenant: str) -> str:
 def setup_stream(tenant: str) -> str:
     """The five-step setup wizard."""
     return f"{tenant}:setup"
+
+
+def definition_stream(tenant: str, definition_id: str) -> str:
+    """One value definition: all its versions and their approvals."""
+    return f"{tenant}:definition:{_part('definition id', definition_id)}"
+
+
+def billing_stream(tenant: str) -> str:
+    """The go-live switch, billing pauses and the accuracy threshold."""
+    return f"{tenant}:billing"
+
+
+def alerts_stream(tenant: str) -> str:
+    """All the customer's alerts, so go-live reads the open critical ones from one stream."""
+    return f"{tenant}:alerts"
+
+
+def calculation_stream(tenant: str, definition_id: str, period_start: datetime) -> str:
+    """The calculations of one definition for the period starting at `period_start` (UTC)."""
+    start = period_start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{tenant}:calculation:{_part('definition id', definition_id)}:{start}"
+
+
+def accuracy_stream(tenant: str) -> str:
+    """The customer's confirmations and disputes of calculations."""
+    return f"{tenant}:accuracy"
+
+
+def ticket_stream(tenant: str, ticket_id: str) -> str:
+    """One support ticket and its messages."""
+    return f"{tenant}:ticket:{_part('ticket id', ticket_id)}"

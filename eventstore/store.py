@@ -535,10 +535,8 @@ class EventStore:
                 else:
                     planned = self._plan(lane.tenant_json, lane.head, batch, known_versions)
                     await self._sign(planned)
-                for append, conflict in planned.conflicts:
-                    if not append.future.done():
-                        append.future.set_exception(conflict)
                 if not planned.planned:
+                    self._refuse_conflicts(planned)
                     return None
                 call = asyncio.ensure_future(self._call_append(connection, lane, planned))
                 following = await self._prepare_following(lane, planned, call)
@@ -558,6 +556,9 @@ class EventStore:
                     raise
                 if outcome["positions"] is not None:
                     self._settle(lane, planned, outcome)
+                    # Only now: a conflict with an append of this batch is real once it is
+                    # committed, and a caller deciding again must find it in the ledger.
+                    self._refuse_conflicts(planned)
                     self._announce()
                     return following
                 self._give_back(lane, following)
@@ -565,6 +566,12 @@ class EventStore:
         raise EventStoreError(
             f"tenant {lane.tenant!r}: gave up after {MAX_REBUILDS} rebuilds under contention"
         )
+
+    @staticmethod
+    def _refuse_conflicts(batch: _Batch) -> None:
+        for append, conflict in batch.conflicts:
+            if not append.future.done():
+                append.future.set_exception(conflict)
 
     async def _prepare_following(
         self, lane: _Lane, current: _Batch, call: asyncio.Future[asyncpg.Record]

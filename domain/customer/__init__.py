@@ -1,15 +1,17 @@
 """The customer account: who the customer is, who may act for it, and its API keys.
 
 Vendor staff (ADMIN) register a customer with its name, billing contact and currency, and may
-suspend and reactivate it. The customer's CUSTOMER_ADMINs (and ADMINs) invite users with a role,
-change and revoke roles, and issue and revoke API keys. Personal data arrives already sealed
-(encrypted) by the command layer, in fields ending in ``_sealed``; API keys arrive as the
-SHA-256 digest of a secret the domain never sees. The rules are listed in `decider`.
+suspend and reactivate it. The customer's CUSTOMER_ADMINs (and ADMINs) change the billing
+contact, invite users with a role, change and revoke roles, and issue and revoke API keys.
+Personal data arrives already sealed (encrypted) by the command layer, in fields ending in
+``_sealed``; API keys arrive as the SHA-256 digest of a secret the domain never sees. The rules
+are listed in `decider`; `UPCASTERS` reads the events' older shapes (see `upcasters`).
 """
 
 from __future__ import annotations
 
 from domain.customer.commands import (
+    ChangeBillingContact,
     ChangeUserRole,
     Command,
     InviteUser,
@@ -43,6 +45,8 @@ from domain.customer.events import (
     EVENT_DECODER,
     ApiKeyIssued,
     ApiKeyRevoked,
+    BillingContact,
+    BillingContactChanged,
     CustomerReactivated,
     CustomerRegistered,
     CustomerSuspended,
@@ -58,15 +62,20 @@ from domain.customer.state import (
     CustomerUser,
     initial_state,
 )
+from domain.customer.upcasters import UPCASTERS, registered_v1_to_v2
 from domain.roles import Role
 
 __all__ = [
     "EVENT_DECODER",
     "SUPPORTED_CURRENCIES",
+    "UPCASTERS",
     "ApiKey",
     "ApiKeyAlreadyRevokedError",
     "ApiKeyIssued",
     "ApiKeyRevoked",
+    "BillingContact",
+    "BillingContactChanged",
+    "ChangeBillingContact",
     "ChangeUserRole",
     "Command",
     "CustomerAccount",
@@ -107,4 +116,5 @@ __all__ = [
     "ensure_open",
     "evolve",
     "initial_state",
+    "registered_v1_to_v2",
 ]

@@ -17,6 +17,7 @@ from typing import TypeAlias
 
 import msgspec
 
+from domain.customer.events import BillingContact
 from domain.roles import Role
 
 
@@ -30,15 +31,31 @@ class RegisterCustomer(
 ):
     """Open an account for a new customer, billed in `currency` (ISO 4217, e.g. ``EUR``).
 
-    `name` is the customer organisation's name, not personal data, so it is not sealed.
+    `name` is the customer organisation's name, not personal data, so it is not sealed; the
+    billing contact is a person, so all of its fields are.
     """
 
     customer_id: str
     name: str
     currency: str
-    billing_contact_name_sealed: str
-    billing_contact_email_sealed: str
-    billing_contact_phone_sealed: str | None = None
+    billing_contact: BillingContact
+    at: datetime
+    by: str
+    by_role: Role
+
+
+class ChangeBillingContact(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="ChangeBillingContact",
+    tag_field="command",
+):
+    """Replace the billing contact, whole: a contact given without a phone has none after."""
+
+    customer_id: str
+    billing_contact: BillingContact
     at: datetime
     by: str
     by_role: Role
@@ -171,6 +188,7 @@ class ReactivateCustomer(
 
 Command: TypeAlias = (
     RegisterCustomer
+    | ChangeBillingContact
     | InviteUser
     | ChangeUserRole
     | RevokeUserAccess

@@ -5,13 +5,16 @@ the same events and command gives the same events, and replaying events the same
 
 Who may do what:
 - ADMIN is vendor staff and may act on any customer; its role comes from the caller's token.
-- CUSTOMER_ADMIN manages users and API keys of its own customer only: the actor must be one
-  of this customer's current users holding CUSTOMER_ADMIN now, so a token issued before a
-  demotion or revocation no longer works. It may not grant ADMIN, nor change or revoke an
-  ADMIN's access.
+- CUSTOMER_ADMIN manages the users, API keys and billing contact of its own customer only:
+  the actor must be one of this customer's current users holding CUSTOMER_ADMIN now, so a
+  token issued before a demotion or revocation no longer works. It may not grant ADMIN, nor
+  change or revoke an ADMIN's access.
 - Registering, suspending and reactivating a customer are for ADMIN alone.
 - A suspended customer accepts nothing but reactivation (reads are queries, not commands).
 - The last CUSTOMER_ADMIN can be neither revoked nor demoted, whoever asks.
+- The billing contact's name and e-mail must not be blank, nor its phone when one is given.
+  A change of contact is always recorded: sealed values differ at every sealing (a fresh
+  nonce), so "the same contact again" cannot be told apart and is not refused.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Final, assert_never
 import msgspec
 
 from domain.customer.commands import (
+    ChangeBillingContact,
     ChangeUserRole,
     Command,
     InviteUser,
@@ -53,6 +57,8 @@ from domain.customer.errors import (
 from domain.customer.events import (
     ApiKeyIssued,
     ApiKeyRevoked,
+    BillingContact,
+    BillingContactChanged,
     CustomerReactivated,
     CustomerRegistered,
     CustomerSuspended,
@@ -84,6 +90,8 @@ def decide(command: Command, state: CustomerAccount) -> list[Event]:  # noqa: PL
     match command:
         case RegisterCustomer():
             return _register(command, state)
+        case ChangeBillingContact():
+            return _change_billing_contact(command, state)
         case InviteUser():
             return _invite(command, state)
         case ChangeUserRole():
@@ -111,10 +119,10 @@ def evolve(state: CustomerAccount, event: Event) -> CustomerAccount:  # noqa: PL
                 customer_id=event.customer_id,
                 name=event.name,
                 currency=event.currency,
-                billing_contact_name_sealed=event.billing_contact_name_sealed,
-                billing_contact_email_sealed=event.billing_contact_email_sealed,
-                billing_contact_phone_sealed=event.billing_contact_phone_sealed,
+                billing_contact=event.billing_contact,
             )
+        case BillingContactChanged():
+            return msgspec.structs.replace(state, billing_contact=event.billing_contact)
         case UserInvited():
             user = CustomerUser(
                 user_id=event.user_id,
@@ -167,19 +175,30 @@ def _register(command: RegisterCustomer, state: CustomerAccount) -> list[Event]:
     _check_filled("customer_id", command.customer_id)
     _check_filled("name", command.name)
     _check_currency(command.currency)
-    _check_filled("billing_contact_name_sealed", command.billing_contact_name_sealed)
-    _check_filled("billing_contact_email_sealed", command.billing_contact_email_sealed)
+    _check_contact(command.billing_contact)
     return [
         CustomerRegistered(
             customer_id=command.customer_id,
             name=command.name,
             currency=command.currency,
-            billing_contact_name_sealed=command.billing_contact_name_sealed,
-            billing_contact_email_sealed=command.billing_contact_email_sealed,
-            billing_contact_phone_sealed=command.billing_contact_phone_sealed,
+            billing_contact=command.billing_contact,
             registered_at=command.at,
             registered_by=command.by,
             registered_by_role=command.by_role,
+        )
+    ]
+
+
+def _change_billing_contact(command: ChangeBillingContact, state: CustomerAccount) -> list[Event]:
+    _check_account_admin(command.by, command.by_role, state, "change the billing contact")
+    _check_contact(command.billing_contact)
+    return [
+        BillingContactChanged(
+            customer_id=state.customer_id,
+            billing_contact=command.billing_contact,
+            changed_at=command.at,
+            changed_by=command.by,
+            changed_by_role=command.by_role,
         )
     ]
 
@@ -443,6 +462,16 @@ def _known_user(user_id: str, state: CustomerAccount) -> CustomerUser:
 def _check_filled(field: str, value: str) -> None:
     if not value.strip():
         raise InvalidCustomerFieldError(f"{field} must not be blank; fill it in")
+
+
+def _check_contact(contact: BillingContact) -> None:
+    _check_filled("billing_contact.name_sealed", contact.name_sealed)
+    _check_filled("billing_contact.email_sealed", contact.email_sealed)
+    if contact.phone_sealed is not None and not contact.phone_sealed.strip():
+        raise InvalidCustomerFieldError(
+            "billing_contact.phone_sealed must not be blank; fill it in, or leave it out "
+            "(null) when the contact has no phone"
+        )
 
 
 def _check_currency(currency: str) -> None:

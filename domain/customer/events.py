@@ -8,6 +8,10 @@ and `*_by_role` the role they acted in.
 Fields ending in ``_sealed`` hold personal data already encrypted by the command layer: opaque
 text here, so erasing a person means destroying their key, not rewriting the ledger. API keys
 appear only as the SHA-256 hex digest of their secret.
+
+`CustomerRegistered` is at schema 2: schema 1 stored the billing contact as three flat
+``billing_contact_*_sealed`` fields, and `domain.customer.upcasters` reads those as the nested
+`BillingContact` of schema 2 (the stored bytes stay as they were written).
 """
 
 from __future__ import annotations
@@ -20,20 +24,46 @@ import msgspec
 from domain.roles import Role
 
 
+class BillingContact(msgspec.Struct, frozen=True, kw_only=True):
+    """The person the customer's invoices go to; every field is sealed personal data.
+
+    Commands, events and the state share this one shape, so a contact is always taken and
+    recorded whole: leaving out `phone_sealed` means the contact has no phone.
+    """
+
+    name_sealed: str
+    email_sealed: str
+    phone_sealed: str | None = None
+
+
 class CustomerRegistered(
     msgspec.Struct, frozen=True, kw_only=True, tag="CustomerRegistered", tag_field="type"
 ):
-    """A customer account was opened."""
+    """A customer account was opened.
+
+    Schema 2 nests the billing contact in `billing_contact`; schema 1 had it in flat fields.
+    """
 
     customer_id: str
     name: str
     currency: str
-    billing_contact_name_sealed: str
-    billing_contact_email_sealed: str
-    billing_contact_phone_sealed: str | None = None
+    billing_contact: BillingContact
     registered_at: datetime
     registered_by: str
     registered_by_role: Role
+    schema: int = 2
+
+
+class BillingContactChanged(
+    msgspec.Struct, frozen=True, kw_only=True, tag="BillingContactChanged", tag_field="type"
+):
+    """The customer's billing contact was replaced, whole, by `billing_contact`."""
+
+    customer_id: str
+    billing_contact: BillingContact
+    changed_at: datetime
+    changed_by: str
+    changed_by_role: Role
     schema: int = 1
 
 
@@ -134,6 +164,7 @@ class CustomerReactivated(
 
 Event: TypeAlias = (
     CustomerRegistered
+    | BillingContactChanged
     | UserInvited
     | UserRoleChanged
     | UserAccessRevoked

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import msgspec
 
+from domain.customer.events import BillingContact
 from domain.roles import Role
 
 
@@ -51,9 +52,7 @@ class CustomerAccount(msgspec.Struct, frozen=True, kw_only=True):
     customer_id: str = ""
     name: str = ""
     currency: str = ""
-    billing_contact_name_sealed: str = ""
-    billing_contact_email_sealed: str = ""
-    billing_contact_phone_sealed: str | None = None
+    billing_contact: BillingContact | None = None
     suspension_reason: str = ""
     users: Mapping[str, CustomerUser] = msgspec.field(default_factory=dict)
     api_keys: Mapping[str, ApiKey] = msgspec.field(default_factory=dict)

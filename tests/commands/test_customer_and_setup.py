@@ -16,11 +16,18 @@ import pytest
 from commands.customer import CUSTOMER, handle_customer, open_account
 from commands.handling import Trace, load
 from commands.setup import SETUP, handle_setup
-from commands.streams import StreamNameError, customer_stream, setup_stream
+from commands.streams import (
+    StreamNameError,
+    calculation_stream,
+    customer_stream,
+    definition_stream,
+    setup_stream,
+    ticket_stream,
+)
 from domain import customer, setup
 from domain.roles import Role
 from eventstore.errors import ConcurrencyError
-from eventstore.store import EventStore
+from eventstore.store import STREAM_FORMAT, EventStore
 from eventstore.verify import KeyRing, verify_database
 
 AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -32,8 +39,9 @@ def register(tenant: str) -> customer.RegisterCustomer:
         customer_id=tenant,
         name="Acme Ltd",
         currency="EUR",
-        billing_contact_name_sealed="sealed-name",
-        billing_contact_email_sealed="sealed-email",
+        billing_contact=customer.BillingContact(
+            name_sealed="sealed-name", email_sealed="sealed-email"
+        ),
         at=AT,
         by=STAFF,
         by_role=Role.ADMIN,
@@ -204,3 +212,12 @@ async def test_a_customer_id_that_cannot_be_a_tenant_is_refused_before_anything(
 ) -> None:
     with pytest.raises(StreamNameError, match="lowercase letters"):
         await handle_customer(store, register("Acme Ltd"))
+
+
+def test_the_longest_stream_names_fit_the_store() -> None:
+    tenant = "t" * 63
+    longest = calculation_stream(tenant, "d" * 32, datetime(2026, 1, 1, tzinfo=UTC))
+    assert STREAM_FORMAT.match(longest), len(longest)
+    assert STREAM_FORMAT.match(ticket_stream(tenant, "k" * 32))
+    with pytest.raises(StreamNameError, match="1 to 32"):
+        definition_stream(tenant, "d" * 33)

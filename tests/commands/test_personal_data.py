@@ -115,9 +115,9 @@ async def _customer_with_people(store: EventStore, vault: PersonalDataVault, ten
             customer_id=tenant,
             name="Acme Ltd",
             currency="EUR",
-            billing_contact_name_sealed=await vault.seal(tenant, "billing-contact", "Bea Billing"),
-            billing_contact_email_sealed=await vault.seal(
-                tenant, "billing-contact", "bea@acme.example"
+            billing_contact=customer.BillingContact(
+                name_sealed=await vault.seal(tenant, "billing-contact", "Bea Billing"),
+                email_sealed=await vault.seal(tenant, "billing-contact", "bea@acme.example"),
             ),
             at=AT,
             by="staff-1",
@@ -150,8 +150,9 @@ async def test_forgetting_a_person_erases_their_fields_and_nothing_else(
         b"Ada" in record.canonical or b"acme.example" in record.canonical for record in before
     )
     account = await open_account(store, tenant)
+    assert account.billing_contact is not None
     sealed = [
-        account.billing_contact_name_sealed,
+        account.billing_contact.name_sealed,
         account.users["ada"].name_sealed,
         account.users["ada"].email_sealed,
         account.users["bob"].name_sealed,
