@@ -6,7 +6,10 @@ never change even if a member is renamed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+
+import msgspec
 
 
 class Role(StrEnum):
@@ -20,3 +23,16 @@ class Role(StrEnum):
     """Reviews and approves the financial side of value definitions."""
     TECHNICAL = "TECHNICAL"
     """Sets up integrations and data sources."""
+
+
+class CustomerTeam(msgspec.Struct, frozen=True, kw_only=True):
+    """A customer's current users and their roles, read by the command layer from the customer's
+    stream for each command.
+
+    Deciders use it to check that an actor still holds the role their token claims on this
+    customer, so a token issued before a demotion or a revocation no longer works.
+    """
+
+    customer_id: str
+    user_roles: Mapping[str, Role]
+    """Current user id -> current role; revoked users are absent."""
