@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 -- The commit-safe read order (read_all, subscribe, projections).
 CREATE INDEX IF NOT EXISTS events_commit_order ON events (epoch, tx_id, position);
+-- A tenant's streams by name (EventStore.stream_ids): one entry per stream, its first event.
+CREATE INDEX IF NOT EXISTS events_tenant_streams ON events (tenant, stream_id) WHERE version = 1;
 
 -- The head of each tenant's chain. Its row lock orders appends within a tenant and never
 -- across tenants; its seq and hash let verification detect a truncated tail.

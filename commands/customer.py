@@ -6,20 +6,12 @@ shape folds as its current one; the stored bytes are never rewritten.
 
 from __future__ import annotations
 
-from typing import Final
-
-from commands.handling import Aggregate, Outcome, Trace, execute, load, receipt_metadata
+from commands.aggregates import CUSTOMER
+from commands.handling import Outcome, Trace, execute, load, receipt_metadata
 from commands.streams import customer_stream, tenant_of
 from domain import customer
+from domain.roles import CustomerTeam
 from eventstore.store import EventStore
-
-CUSTOMER: Final = Aggregate(
-    kind="customer",
-    initial=customer.initial_state(),
-    evolve=customer.evolve,
-    event_type=customer.Event,
-    upcasters=customer.UPCASTERS,
-)
 
 
 async def handle_customer(
@@ -55,3 +47,12 @@ async def open_account(store: EventStore, customer_id: str) -> customer.Customer
     account = (await load(store, CUSTOMER, customer_stream(tenant_of(customer_id)))).state
     customer.ensure_open(customer_id, account)
     return account
+
+
+async def customer_team(store: EventStore, customer_id: str) -> CustomerTeam:
+    """The open customer's current users and roles, read from its stream."""
+    account = await open_account(store, customer_id)
+    return CustomerTeam(
+        customer_id=customer_id,
+        user_roles={user_id: user.role for user_id, user in account.users.items()},
+    )

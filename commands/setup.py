@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from commands.aggregates import SETUP
 from commands.customer import open_account
-from commands.handling import Aggregate, Outcome, Trace, execute, receipt_metadata
+from commands.handling import Outcome, Trace, execute, receipt_metadata
 from commands.streams import setup_stream, tenant_of
 from domain import customer, setup
 from domain.roles import Role
 from eventstore.store import EventStore
-
-SETUP: Final = Aggregate(
-    kind="setup", initial=setup.initial_state, evolve=setup.evolve, event_type=setup.Event
-)
 
 SETUP_ROLES: Final = frozenset({Role.CUSTOMER_ADMIN, Role.TECHNICAL})
 """Who of the customer's users may complete setup steps (vendor staff always may)."""

@@ -869,6 +869,16 @@ class EventStore:
         )
         return [_row_to_event(row) for row in rows]
 
+    async def stream_ids(self, tenant: str, prefix: str = "") -> list[str]:
+        """The ids of `tenant`'s streams that start with `prefix`, in id order."""
+        rows = await self._pool.fetch(
+            "SELECT stream_id FROM events WHERE tenant = $1 AND version = 1"
+            " AND starts_with(stream_id, $2) ORDER BY stream_id",
+            tenant,
+            prefix,
+        )
+        return [row["stream_id"] for row in rows]
+
     async def read_tenant(
         self, tenant: str, from_seq: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]:

@@ -32,6 +32,22 @@ async def test_appends_chain_per_tenant_and_version_per_stream(
     assert stored == first
 
 
+async def test_stream_ids_lists_a_tenants_streams_by_prefix_once_each(
+    contract_store: EventStore, tenant: str, meta: Metadata
+) -> None:
+    for stream, count in ((f"{tenant}:def:b", 2), (f"{tenant}:def:a", 1), (f"{tenant}:other", 1)):
+        for _ in range(count):
+            await contract_store.append(stream, [NewEvent("A", {})], StreamState.ANY, tenant, meta)
+    assert await contract_store.stream_ids(tenant, f"{tenant}:def:") == [
+        f"{tenant}:def:a",
+        f"{tenant}:def:b",
+    ]
+    assert len(await contract_store.stream_ids(tenant)) == 3
+    assert await contract_store.stream_ids(f"{tenant}-none") == []
+    # A prefix is literal text, not a pattern.
+    assert await contract_store.stream_ids(tenant, f"{tenant}:def%") == []
+
+
 async def test_expected_version_mismatch_raises_and_writes_nothing(
     contract_store: EventStore, tenant: str, meta: Metadata
 ) -> None:

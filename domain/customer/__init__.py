@@ -22,7 +22,14 @@ from domain.customer.commands import (
     RevokeUserAccess,
     SuspendCustomer,
 )
-from domain.customer.decider import SUPPORTED_CURRENCIES, authorize, decide, ensure_open, evolve
+from domain.customer.decider import (
+    SUPPORTED_CURRENCIES,
+    authorize,
+    decide,
+    ensure_open,
+    ensure_registered,
+    evolve,
+)
 from domain.customer.errors import (
     ApiKeyAlreadyRevokedError,
     CustomerAlreadyRegisteredError,
@@ -114,6 +121,7 @@ __all__ = [
     "authorize",
     "decide",
     "ensure_open",
+    "ensure_registered",
     "evolve",
     "initial_state",
     "registered_v1_to_v2",

@@ -419,6 +419,12 @@ def authorize(
         )
 
 
+def ensure_registered(customer_id: str, state: CustomerAccount) -> None:
+    """Refuse unless the customer is registered (suspended or not): for what a suspended
+    customer may still do, such as asking support for help."""
+    _check_registered(customer_id, state)
+
+
 def ensure_open(customer_id: str, state: CustomerAccount) -> None:
     """Refuse unless the customer is registered and not suspended: every other aggregate's
     handler checks this first, as a suspended customer accepts nothing but reactivation."""

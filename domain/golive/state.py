@@ -107,6 +107,22 @@ class GoLiveState(msgspec.Struct, frozen=True, kw_only=True):
             for pause in self.pauses
         )
 
+    def billing_inactive_reason(self, start: datetime, end: datetime) -> str:
+        """Why value-based billing does not run for the whole period [start, end), as a fixed
+        phrase a calculation receipt can carry in clear; empty when it runs throughout."""
+        if end <= start:
+            raise ValueError("a period must end after it starts")
+        starts = self.billing_starts_at
+        if starts is None:
+            return "the customer has not gone live"
+        if start < starts:
+            return "the period starts before billing started"
+        if not self.billing_active_at(start) or any(
+            start < pause.paused_at < end for pause in self.pauses
+        ):
+            return "billing was paused during the period"
+        return ""
+
 
 def initial_state() -> GoLiveState:
     """The state before any event: not live, default threshold, never paused."""

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from commands.customer import CUSTOMER, handle_customer, open_account
+from commands.aggregates import CUSTOMER, SETUP
+from commands.customer import handle_customer, open_account
 from commands.handling import Trace, load
-from commands.setup import SETUP, handle_setup
+from commands.setup import handle_setup
 from commands.streams import (
     StreamNameError,
     calculation_stream,
@@ -28,7 +29,7 @@ from domain import customer, setup
 from domain.roles import Role
 from eventstore.errors import ConcurrencyError
 from eventstore.store import STREAM_FORMAT, EventStore
-from eventstore.verify import KeyRing, verify_database
+from tests.commands.journey import assert_chain_verifies
 
 AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 STAFF = "staff-1"
@@ -201,9 +202,7 @@ async def test_the_chain_across_aggregates_verifies(store: EventStore, tenant: s
     folded = await load(store, SETUP, setup_stream(tenant))
     assert folded.state.completed_steps == ("api_integration",)
     assert (await open_account(store, tenant)).users.keys() == {"alice"}
-    async with store.pool.acquire() as connection:
-        report = await verify_database(connection, KeyRing(), tenants=[tenant])
-    assert report.ok, report.failure
+    await assert_chain_verifies(store, tenant)
     assert [event.seq for event in await store.read_tenant(tenant)] == [1, 2, 3]
 
 

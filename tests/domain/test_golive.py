@@ -628,6 +628,25 @@ def test_billing_runs_from_its_start_except_while_paused() -> None:
     assert state.paused_since == LATEST + timedelta(days=1)
 
 
+def test_a_period_is_billable_only_if_billing_runs_throughout_it() -> None:
+    state = state_after([WENT_LIVE, PAUSED, RESUMED])
+    hour = timedelta(hours=1)
+    assert state_after([]).billing_inactive_reason(STARTS, STARTS + hour) == (
+        "the customer has not gone live"
+    )
+    assert state.billing_inactive_reason(STARTS - hour, STARTS + hour) == (
+        "the period starts before billing started"
+    )
+    assert state.billing_inactive_reason(STARTS, LATER) == ""  # ends as the pause begins
+    assert state.billing_inactive_reason(STARTS, LATER + hour) == (
+        "billing was paused during the period"
+    )
+    assert state.billing_inactive_reason(LATER, LATEST) == "billing was paused during the period"
+    assert state.billing_inactive_reason(LATEST, LATEST + hour) == ""  # resumed as it starts
+    with pytest.raises(ValueError, match="must end after it starts"):
+        state.billing_inactive_reason(LATEST, LATEST)
+
+
 def test_billing_activity_needs_an_aware_instant() -> None:
     with pytest.raises(ValueError, match="instant must be timezone-aware"):
         state_after([WENT_LIVE]).billing_active_at(LATER.replace(tzinfo=None))
