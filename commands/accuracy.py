@@ -11,6 +11,7 @@ docs/domain.md, Known limits).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import datetime
 
 from commands.aggregates import ACCURACY, BILLING, CALCULATION, SETUP
@@ -97,13 +98,19 @@ async def handle_feedback(
     return outcome
 
 
+def dispute_alert_id(calculation_id: str) -> str:
+    """The id of the alert a dispute of `calculation_id` raises: derived, so that raising it
+    twice is refused as a duplicate, and hashed, so that any calculation id gives a valid one."""
+    return "dispute-" + hashlib.sha256(calculation_id.encode()).hexdigest()[:32]
+
+
 async def _raise_dispute_alert(
     store: EventStore, dispute: accuracy.CalculationDisputed, trace: Trace | None
 ) -> None:
     assert dispute.alert_severity is not None  # noqa: S101 (checked by the caller)
     command = alerts.RaiseAlert(
         customer_id=dispute.customer_id,
-        alert_id=f"dispute-{dispute.calculation_id}"[:64],
+        alert_id=dispute_alert_id(dispute.calculation_id),
         kind="accuracy_dispute",
         severity=alerts.AlertSeverity(dispute.alert_severity),
         summary=(

@@ -36,8 +36,9 @@ _SEALED: Final = re.compile(
     r":(?P<box>[A-Za-z0-9_-]+)"
 )
 _KEY_OF_SUBJECT: Final = "SELECT key_id, secret FROM person_keys WHERE tenant = $1 AND subject = $2"
-_MAX_PLAINTEXT: Final = 16_384
-"""Characters of personal text one field may hold (tickets' bodies are the longest)."""
+MAX_PLAINTEXT_BYTES: Final = 14_000
+"""UTF-8 bytes of personal text one field may hold: sealed, the longest (a ticket's body) stays
+within the 20,000 characters the domain accepts for a sealed field."""
 
 
 class PersonalDataError(ValueError):
@@ -94,9 +95,10 @@ class PersonalDataVault:
         """`text` sealed with the subject's key in `tenant`, creating the key on first use."""
         if not subject.strip():
             raise PersonalDataError("personal data needs the person it is about (a subject)")
-        if len(text) > _MAX_PLAINTEXT:
+        size = len(text.encode())
+        if size > MAX_PLAINTEXT_BYTES:
             raise PersonalDataError(
-                f"personal text is {len(text)} characters; at most {_MAX_PLAINTEXT} are kept"
+                f"personal text is {size} bytes in UTF-8; at most {MAX_PLAINTEXT_BYTES} are kept"
             )
         async with self._pool.acquire() as connection:
             row = await connection.fetchrow(_KEY_OF_SUBJECT, tenant, subject)

@@ -14,7 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from commands.aggregates import CUSTOMER, SETUP
-from commands.customer import handle_customer, open_account
+from commands.customer import (
+    api_key_digest,
+    handle_customer,
+    issue_api_key,
+    matching_api_key,
+    open_account,
+)
 from commands.handling import Trace, load
 from commands.setup import handle_setup
 from commands.streams import (
@@ -220,3 +226,35 @@ def test_the_longest_stream_names_fit_the_store() -> None:
     assert STREAM_FORMAT.match(ticket_stream(tenant, "k" * 32))
     with pytest.raises(StreamNameError, match="1 to 32"):
         definition_stream(tenant, "d" * 33)
+
+
+async def test_an_api_key_is_shown_once_and_only_its_digest_is_recorded(
+    store: EventStore, tenant: str
+) -> None:
+    await handle_customer(store, register(tenant))
+    issued = await issue_api_key(
+        store, tenant, label="billing sync", at=AT, by=STAFF, by_role=Role.ADMIN
+    )
+    assert issued.presented.startswith(f"vlk_{issued.key_id}_")
+    [receipt] = issued.outcome.recorded
+    assert issued.presented.encode() not in receipt.canonical
+    assert receipt.data["secret_sha256"] == api_key_digest(issued.presented)
+
+    account = await open_account(store, tenant)
+    key = matching_api_key(account, issued.presented)
+    assert key is not None
+    assert key.key_id == issued.key_id
+    tampered = issued.presented[:-1] + ("A" if issued.presented[-1] != "A" else "B")
+    for wrong in (tampered, "vlk_nokey_secret", "", issued.presented.replace("vlk", "xyz", 1)):
+        assert matching_api_key(account, wrong) is None
+
+    await handle_customer(
+        store,
+        customer.RevokeApiKey(
+            customer_id=tenant, key_id=issued.key_id, at=AT, by=STAFF, by_role=Role.ADMIN
+        ),
+    )
+    assert matching_api_key(await open_account(store, tenant), issued.presented) is None
+    other = await issue_api_key(store, tenant, label="", at=AT, by=STAFF, by_role=Role.ADMIN)
+    assert other.key_id != issued.key_id
+    assert other.presented != issued.presented

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from commands.accuracy import handle_feedback
+from commands.accuracy import dispute_alert_id, handle_feedback
 from commands.alerts import handle_alert
 from commands.calculation import handle_calculation
 from commands.definition import handle_definition
@@ -214,7 +214,7 @@ async def test_a_dispute_lowers_the_accuracy_and_raises_an_alert_once(
     assert verdict.raises_alert
     raised = await store.read_stream(alerts_stream(tenant))
     assert [record.type for record in raised] == ["AlertRaised"]
-    assert raised[0].data["alert_id"] == "dispute-c-1"
+    assert raised[0].data["alert_id"] == dispute_alert_id("c-1")
     assert raised[0].meta["actor"] == {"user": "system:accuracy", "role": "ADMIN"}
 
     facts = await preflight(store, tenant)

@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from commands.customer import handle_customer, open_account
 from commands.personal_data import (
     ERASED,
+    MAX_PLAINTEXT_BYTES,
     PersonalDataError,
     PersonalDataVault,
     open_with,
     seal_with,
     sealing_key_of,
 )
-from domain import customer
+from domain import customer, tickets
 from domain.roles import Role
 from eventstore.store import EventStore
 from eventstore.verify import KeyRing, verify_database
@@ -209,3 +210,14 @@ async def test_forget_without_a_reason_is_a_one_line_error(env: dict[str, str | 
     assert result.output.strip().splitlines() == [
         "valueledger: say why the person is forgotten (a reason is recorded)"
     ]
+
+
+async def test_the_longest_text_sealed_fits_the_longest_sealed_field(
+    store: EventStore, tenant: str
+) -> None:
+    vault = PersonalDataVault(store.pool)
+    longest = "é" * (MAX_PLAINTEXT_BYTES // 2)  # two bytes each in UTF-8
+    sealed = await vault.seal(tenant, "ada", longest)
+    assert len(sealed) <= tickets.MAX_SEALED_TEXT_LENGTH
+    with pytest.raises(PersonalDataError, match="bytes in UTF-8"):
+        await vault.seal(tenant, "ada", longest + "é")
