@@ -115,6 +115,43 @@ CREATE TABLE IF NOT EXISTS forgotten_people (
     PRIMARY KEY (tenant, subject, forgotten_at)
 );
 
+-- Read models: tables the projectors build from the ledger and can always rebuild (docs/
+-- read-models.md). They live in schema read_models; a rebuild creates the same tables in a
+-- scratch schema with this function, fills them, and swaps them in, so this file stays the
+-- only DDL. Every statement is idempotent.
+CREATE SCHEMA IF NOT EXISTS read_models;
+
+CREATE OR REPLACE FUNCTION vl_create_read_models(target text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE IF NOT EXISTS %1$I.receipts (
+            tenant      text NOT NULL,
+            seq         bigint NOT NULL,
+            type        text NOT NULL,
+            stream_id   text NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            PRIMARY KEY (tenant, seq)
+        );
+        CREATE INDEX IF NOT EXISTS receipts_by_type ON %1$I.receipts (tenant, type, seq);
+    $ddl$, target);
+    PERFORM vl_grant_read_models(target);
+END
+$$;
+
+-- The projectors run as the application role: they may change read models, never the ledger.
+CREATE OR REPLACE FUNCTION vl_grant_read_models(target text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO valueledger_app, valueledger_auditor', target);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I'
+                   ' TO valueledger_app', target);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO valueledger_auditor', target);
+END
+$$;
+
+SELECT vl_create_read_models('read_models');
+
 -- The ledger is append-only, whoever asks: these triggers refuse even the owner. The only way
 -- around them is a superuser disabling triggers, which the verifier then catches.
 CREATE OR REPLACE FUNCTION vl_refuse_ledger_change() RETURNS trigger

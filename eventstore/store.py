@@ -320,6 +320,31 @@ def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+_READ_COMMITTED_SQL: Final = f"""
+SELECT {_EVENT_COLUMNS} FROM events
+WHERE (epoch, tx_id, position) > ($1, $2::text::xid8, $3)
+  AND (epoch < (SELECT max(epoch) FROM store_epochs)
+       OR tx_id < pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY epoch, tx_id, position
+LIMIT $4
+"""
+
+
+async def read_committed(
+    connection: Connection, after: Cursor = START, limit: int = 1000
+) -> list[RecordedEvent]:
+    """Committed events after `after`, in commit-safe order, on the caller's connection.
+
+    Only events below the oldest running transaction's id are returned, so none can later
+    commit behind the last one returned. Projections call it inside the transaction that also
+    moves their checkpoint.
+    """
+    rows = await connection.fetch(
+        _READ_COMMITTED_SQL, after.epoch, str(after.tx_id), after.position, limit
+    )
+    return [_row_to_event(row) for row in rows]
+
+
 KeySource = Callable[[], Awaitable[SigningKey]]
 
 
@@ -895,21 +920,8 @@ class EventStore:
     async def read_all(self, after: Cursor = START, limit: int = 1000) -> list[RecordedEvent]:
         """Committed events after `after`, in commit-safe order; never one that could later
         turn up behind a cursor already handed out."""
-        rows = await self._pool.fetch(
-            f"""
-            SELECT {_EVENT_COLUMNS} FROM events
-            WHERE (epoch, tx_id, position) > ($1, $2::text::xid8, $3)
-              AND (epoch < (SELECT max(epoch) FROM store_epochs)
-                   OR tx_id < pg_snapshot_xmin(pg_current_snapshot()))
-            ORDER BY epoch, tx_id, position
-            LIMIT $4
-            """,
-            after.epoch,
-            str(after.tx_id),
-            after.position,
-            limit,
-        )
-        return [_row_to_event(row) for row in rows]
+        async with self._pool.acquire() as connection:
+            return await read_committed(connection, after, limit)
 
     async def held_back(self, after: Cursor) -> tuple[int, float]:
         """Events committed after `after` that readers may not have yet, because an older
