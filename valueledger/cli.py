@@ -31,9 +31,13 @@ from eventstore.keys import (
 )
 from eventstore.receipts import key_id_of, load_public_key_pem
 from eventstore.verify import KeyRing, Report, pinned_keyring, verify_bundle, verify_database
+from projections.projector import Projector
+from projections.registry import PROJECTORS
+from projections.runner import rebuild
 from valueledger.bootstrap import prepare_database
 from valueledger.servers import servers
 from valueledger.settings import Settings
+from workers.projectors import run_projectors, stop_on_signals
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -220,12 +224,28 @@ def export(tenant: str, from_seq: int, output: Path | None) -> None:
 
 
 @main.command()
-@click.option("--tenant", required=True)
+@click.option("--tenant", help="Print this customer's events in chain order.")
 @click.option("--from-seq", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--projection",
+    help="Rebuild this read model (a projector's name, or 'all') from position 0 and swap it in.",
+)
 @one_line_errors
-def replay(tenant: str, from_seq: int) -> None:
-    """Print TENANT's events in chain order as JSON Lines (the bundle's record lines)."""
+def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
+    """Print a tenant's events (--tenant), or rebuild read models from the ledger (--projection).
+
+    A rebuild fills fresh tables while readers keep the old ones, then swaps them in at once.
+    """
+    if (tenant is None) == (projection is None):
+        raise CommandError("give exactly one of --tenant (print events) or --projection (rebuild)")
     settings = _settings()
+    if projection is not None:
+        with _database(settings) as url:
+            _run(prepare_database(settings, url))
+            for name, cursor in _run(_rebuild(url, projection)):
+                click.echo(f"rebuilt {name}: read models now at {cursor}", err=True)
+        return
+    assert tenant is not None  # noqa: S101 (one of the two was given)
 
     async def emit(url: str) -> None:
         connection = await _owner_connection(url)
@@ -239,6 +259,52 @@ def replay(tenant: str, from_seq: int) -> None:
 
     with _database(settings) as url:
         _run(emit(url))
+
+
+def _chosen_projectors(name: str) -> list[Projector]:
+    known = {projector.name: projector for projector in PROJECTORS}
+    if name == "all":
+        return list(known.values())
+    if name not in known:
+        raise CommandError(f"no projector {name!r}; choose one of {', '.join(known)} or all")
+    return [known[name]]
+
+
+async def _rebuild(url: str, name: str) -> list[tuple[str, str]]:
+    chosen = _chosen_projectors(name)
+    connection = await _owner_connection(url)
+    try:
+        total = await connection.fetchval("SELECT count(*) FROM events")
+        rebuilt = []
+        for projector in chosen:
+            with _progress(total, f"rebuilding {projector.name}") as advance:
+                cursor = await rebuild(connection, projector, progress=advance)
+            rebuilt.append((projector.name, str(cursor)))
+        return rebuilt
+    finally:
+        await connection.close()
+
+
+@main.command("projectors")
+@click.option("--only", "names", multiple=True, help="Run only these projectors (repeatable).")
+@one_line_errors
+def run_projectors_command(names: tuple[str, ...]) -> None:
+    """Run the projectors until SIGTERM or SIGINT; checkpoints are saved with every batch."""
+    settings = _settings()
+    chosen = [p for name in names for p in _chosen_projectors(name)] or list(PROJECTORS)
+
+    async def work(url: str) -> None:
+        pool = await create_pool(url, settings.db_role or None, max_size=2 * len(chosen) + 2)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        try:
+            await run_projectors(pool, chosen, stop)
+        finally:
+            await pool.close()
+
+    with _database(settings) as url:
+        _run(prepare_database(settings, url))
+        _run(work(url))
 
 
 def _progress(total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
