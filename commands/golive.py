@@ -10,7 +10,7 @@ from commands.streams import (
     accuracy_stream,
     alerts_stream,
     billing_stream,
-    definition_stream,
+    definitions_prefix,
     setup_stream,
     tenant_of,
 )
@@ -22,9 +22,8 @@ async def definitions_in_force(
     store: EventStore, tenant: str
 ) -> tuple[golive.DefinitionInForce, ...]:
     """Every approved definition version in force, read from the definitions' streams."""
-    prefix = definition_stream(tenant, "x")[:-1]
     in_force = []
-    for stream in await store.stream_ids(tenant, prefix):
+    for stream in await store.stream_ids(tenant, definitions_prefix(tenant)):
         state = (await load(store, DEFINITION, stream)).state
         if state.in_force is not None:
             in_force.append(

@@ -53,7 +53,12 @@ def setup_stream(tenant: str) -> str:
 
 def definition_stream(tenant: str, definition_id: str) -> str:
     """One value definition: all its versions and their approvals."""
-    return f"{tenant}:definition:{_part('definition id', definition_id)}"
+    return f"{definitions_prefix(tenant)}{_part('definition id', definition_id)}"
+
+
+def definitions_prefix(tenant: str) -> str:
+    """What every one of the tenant's definition streams starts with."""
+    return f"{tenant}:definition:"
 
 
 def billing_stream(tenant: str) -> str:
