@@ -38,19 +38,20 @@ Invalidate = Callable[[set[str]], Awaitable[None]]
 """Told, after each commit, which tenants' read models changed (the cache drops them)."""
 
 
-def checkpoint_name(projector: Projector) -> str:
-    return f"projection:{projector.name}"
+def checkpoint_name(name: str) -> str:
+    """The projector's row in subscription_checkpoints."""
+    return f"projection:{name}"
 
 
 def lease_key(projector: Projector) -> int:
     """The advisory lock key of the projector's lease: stable across processes and versions."""
-    digest = hashlib.sha256(checkpoint_name(projector).encode()).digest()
+    digest = hashlib.sha256(checkpoint_name(projector.name).encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
 async def locked_checkpoint(connection: Connection, projector: Projector) -> Cursor:
     """The projector's checkpoint, its row locked until the transaction ends."""
-    name = checkpoint_name(projector)
+    name = checkpoint_name(projector.name)
     await connection.execute(
         "INSERT INTO subscription_checkpoints (name, epoch, tx_id, position)"
         " VALUES ($1, 0, '0', 0) ON CONFLICT (name) DO NOTHING",
@@ -69,7 +70,7 @@ async def save_checkpoint(connection: Connection, projector: Projector, cursor: 
     await connection.execute(
         "UPDATE subscription_checkpoints SET epoch = $2, tx_id = $3::text::xid8, position = $4,"
         " updated_at = clock_timestamp() WHERE name = $1",
-        checkpoint_name(projector),
+        checkpoint_name(projector.name),
         cursor.epoch,
         str(cursor.tx_id),
         cursor.position,

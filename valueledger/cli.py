@@ -31,6 +31,8 @@ from eventstore.keys import (
 )
 from eventstore.receipts import key_id_of, load_public_key_pem
 from eventstore.verify import KeyRing, Report, pinned_keyring, verify_bundle, verify_database
+from projections.cache import ReadModelCache, connect_cache
+from projections.metrics import ProjectionStatus, projection_status
 from projections.projector import Projector
 from projections.registry import PROJECTORS
 from projections.runner import rebuild
@@ -293,18 +295,55 @@ def run_projectors_command(names: tuple[str, ...]) -> None:
     settings = _settings()
     chosen = [p for name in names for p in _chosen_projectors(name)] or list(PROJECTORS)
 
-    async def work(url: str) -> None:
+    async def work(url: str, redis_url: str) -> None:
         pool = await create_pool(url, settings.db_role or None, max_size=2 * len(chosen) + 2)
+        client = connect_cache(redis_url)
+        cache = ReadModelCache(client, settings.cache_prefix)
         stop = asyncio.Event()
         stop_on_signals(stop)
         try:
-            await run_projectors(pool, chosen, stop)
+            await run_projectors(pool, chosen, stop, invalidate=cache.invalidate)
+        finally:
+            await pool.close()
+            await client.aclose()
+
+    with servers(settings) as urls:
+        _run(prepare_database(settings, urls.database_url))
+        _run(work(urls.database_url, urls.redis_url))
+
+
+@main.group()
+def projections() -> None:
+    """Read models built from the ledger."""
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@one_line_errors
+def projections_status(as_json: bool) -> None:
+    """Each projector's checkpoint and how far it is behind the ledger (events and seconds)."""
+    settings = _settings()
+
+    async def read(url: str) -> list[ProjectionStatus]:
+        pool = await create_pool(url, settings.db_role or None, max_size=2)
+        try:
+            return await projection_status(pool, PROJECTORS)
         finally:
             await pool.close()
 
     with _database(settings) as url:
         _run(prepare_database(settings, url))
-        _run(work(url))
+        statuses = _run(read(url))
+    if as_json:
+        click.echo(msgspec.json.encode(statuses).decode())
+        return
+    click.echo(f"{'projector':<12} {'checkpoint':<24} {'behind':>10} {'seconds':>9}  updated")
+    for status in statuses:
+        updated = status.updated_at.isoformat() if status.updated_at else "never"
+        click.echo(
+            f"{status.name:<12} {status.checkpoint!s:<24} {status.events_behind:>10}"
+            f" {status.seconds_behind:>9.1f}  {updated}"
+        )
 
 
 def _progress(total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:

