@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.params import FromPath, JSONBody
 
+from api import command_routes, ledger_routes, platform, query_routes, session_routes
 from api.auth import COOKIE_NAME, AuthenticationError, Principal, TokenService
 from api.policy import POLICY
 from api.problems import problem_response
@@ -316,7 +317,13 @@ def create_app(services: Services, tokens: TokenService) -> Litestar:
             invite_user,
             customer_dashboard,
             logout,
+            *command_routes.ROUTES,
+            *query_routes.ROUTES,
+            *ledger_routes.ROUTES,
+            *session_routes.ROUTES,
+            *platform.ROUTES,
         ],
+        middleware=platform.MIDDLEWARE,
         dependencies={"principal": Provide(principal_dependency)},
         exception_handlers={Exception: problem_response},
         request_max_body_size=MAX_BODY_BYTES,
