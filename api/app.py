@@ -7,26 +7,31 @@ token or the session cookie, never from the body; so does the tenant.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.params import FromPath, JSONBody
 
 from api import command_routes, ledger_routes, platform, query_routes, session_routes
-from api.auth import COOKIE_NAME, AuthenticationError, Principal, TokenService
-from api.policy import POLICY
+from api.auth import COOKIE_NAME, Principal, TokenService
+from api.common import (
+    Api,
+    accepted,
+    api_of,
+    expected_version,
+    now,
+    principal_dependency,
+    trace_of,
+)
 from api.problems import problem_response
 from commands.customer import handle_customer, open_account
-from commands.handling import Outcome, Trace
 from domain import customer
 from domain.roles import Role
 from projections import queries
@@ -34,108 +39,6 @@ from projections.cache import DASHBOARD_TTL
 from valueledger.services import Services
 
 MAX_BODY_BYTES: Final = 256 * 1024
-
-
-class Api:
-    """What route handlers depend on: the shared services and the token service."""
-
-    def __init__(self, services: Services, tokens: TokenService) -> None:
-        self.services = services
-        self.tokens = tokens
-
-
-# --- who is calling -----------------------------------------------------------------------------
-
-
-async def authenticate(request: Request[Any, Any, Any]) -> Principal:
-    """The caller's principal, from `Authorization: Bearer` or the session cookie."""
-    api: Api = request.app.state.api
-    header = request.headers.get("authorization", "")
-    try:
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise AuthenticationError("use 'Authorization: Bearer <token>'")
-            return await api.tokens.verify(token.strip(), "bearer")
-        cookie = request.cookies.get(COOKIE_NAME)
-        if cookie:
-            return await api.tokens.verify(cookie, "cookie")
-    except AuthenticationError as error:
-        raise NotAuthorizedException(detail=str(error)) from None
-    raise NotAuthorizedException(detail="log in first: send a bearer token or the session cookie")
-
-
-def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Refuse a caller whose role the policy does not list for the route (403), and hide a
-    customer from anyone but its own users and vendor staff (404)."""
-    principal: Principal | None = connection.scope.get("state", {}).get("principal")
-    if principal is None:
-        return  # the route is public (no principal dependency): nothing to check
-    allowed = POLICY[handler.handler_name]
-    if principal.role not in allowed:
-        raise PermissionDeniedException(
-            detail=f"role {principal.role} cannot {handler.handler_name.replace('_', ' ')}"
-        )
-    customer_id = connection.path_params.get("customer_id")
-    if customer_id is not None and not principal.is_vendor and customer_id != principal.tenant:
-        raise NotFoundException(detail=f"no customer {customer_id!r}")
-
-
-async def principal_dependency(request: Request[Any, Any, Any]) -> Principal:
-    principal = await authenticate(request)
-    request.scope.setdefault("state", {})["principal"] = principal
-    role_guard(request, request.route_handler)
-    return principal
-
-
-def api_of(request: Request[Any, Any, Any]) -> Api:
-    api: Api = request.app.state.api
-    return api
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def trace_of(request: Request[Any, Any, Any]) -> Trace:
-    return Trace(
-        correlation_id=request.headers.get("x-request-id"),
-        trace_id=request.scope.get("state", {}).get("trace_id"),
-    )
-
-
-# --- bodies and answers ---------------------------------------------------------------------------
-
-
-class Accepted(msgspec.Struct, frozen=True, kw_only=True):
-    """A command's answer: the receipts it wrote, where they sit, the aggregate's new version."""
-
-    events: tuple[str, ...]
-    seqs: tuple[int, ...]
-    version: int
-    cursor: str | None
-
-
-def accepted(outcome: Outcome[Any, Any], status: int = 201, **extra: Any) -> Response[Any]:
-    body = Accepted(
-        events=tuple(record.type for record in outcome.recorded),
-        seqs=tuple(record.seq for record in outcome.recorded),
-        version=outcome.version,
-        cursor=None if outcome.cursor is None else str(outcome.cursor),
-    )
-    content: Any = {**msgspec.to_builtins(body), **extra} if extra else body
-    return Response(content, status_code=status, headers={"ETag": f'"{outcome.version}"'})
-
-
-def expected_version(request: Request[Any, Any, Any]) -> int | None:
-    """The version `If-Match` names, if any (the aggregate's ETag, a plain number)."""
-    value = request.headers.get("if-match")
-    if value is None:
-        return None
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise NotFoundException(detail="If-Match must be the ETag of a GET: a quoted number")
-    return int(text)
 
 
 class ContactBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
