@@ -37,6 +37,8 @@ from projections.projector import Projector
 from projections.registry import PROJECTORS
 from projections.runner import rebuild
 from valueledger.bootstrap import prepare_database
+from valueledger.serve import ServeRole
+from valueledger.serve import serve as run_service
 from valueledger.servers import servers
 from valueledger.settings import Settings
 from workers.projectors import run_projectors, stop_on_signals
@@ -473,6 +475,35 @@ def forget(subject: str, tenant: str | None, reason: str) -> None:
         click.echo(f"forgot {subject} in {where}: {erased} key(s) erased")
     else:
         click.echo(f"nothing to erase: no keys of {subject} in {where} (already forgotten?)")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api", "projectors"]),
+    default="all",
+    show_default=True,
+    help="Run one part only (production); all of them by default.",
+)
+@one_line_errors
+def serve(host: str, port: int, role: ServeRole) -> None:
+    """Run the service: the HTTP API and the projectors, until SIGINT or SIGTERM."""
+    settings = _settings()
+    with servers(settings) as urls:
+        _run(prepare_database(settings, urls.database_url))
+        _run(
+            run_service(
+                settings,
+                urls.database_url,
+                urls.redis_url,
+                host=host,
+                port=port,
+                role=role,
+                announce=lambda line: click.echo(line, err=True),
+            )
+        )
 
 
 @main.command("key-id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Role the service's sessions run as; empty to keep the login role (not recommended)."""
     cache_prefix: CachePrefix = "vl"
     """Prefix of every Redis key the service writes, so several deployments can share a Redis."""
+    jwt_secret: str | None = None
+    """HS256 secret of the service's tokens (at least 32 bytes); by default a random one kept in
+    `<data_dir>/jwt-secret`, made on first run."""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwks_url: str | None = None
+    """An external identity provider's JWKS: its RS256/ES256 tokens are accepted too."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -39,9 +47,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "signing_key": "VALUELEDGER_SIGNING_KEY",
             "db_role": "VALUELEDGER_DB_ROLE",
             "cache_prefix": "VALUELEDGER_CACHE_PREFIX",
+            "jwt_secret": "VALUELEDGER_JWT_SECRET",
+            "jwt_audience": "VALUELEDGER_JWT_AUDIENCE",
+            "jwt_issuer": "VALUELEDGER_JWT_ISSUER",
+            "jwks_url": "VALUELEDGER_JWKS_URL",
         }
         values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
-        for field in ("database_url", "redis_url", "signing_key"):
+        for field in (
+            "database_url",
+            "redis_url",
+            "signing_key",
+            "jwt_secret",
+            "jwt_audience",
+            "jwt_issuer",
+            "jwks_url",
+        ):
             if values.get(field) == "":
                 del values[field]
         try:
@@ -61,12 +81,38 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             return Path(self.signing_key)
         return self.data_path / "signing-key.pem"
 
+    def token_secret(self) -> bytes:
+        """The HS256 secret: configured, or read from (and on first run written to) the data
+        folder with mode 0600."""
+        if self.jwt_secret:
+            secret = self.jwt_secret.encode()
+            if len(secret) < 32:
+                raise ValueError("invalid configuration: VALUELEDGER_JWT_SECRET: at least 32 bytes")
+            return secret
+        path = self.data_path / "jwt-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = path.with_name(f".jwt-secret-{os.getpid()}")
+            descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_hex(32))
+            try:  # the first process to link its secret wins; the others read that one
+                os.link(fresh, path)
+            except FileExistsError:
+                pass
+            finally:
+                fresh.unlink()
+        return path.read_text().strip().encode()
+
     def __repr__(self) -> str:
         return (
             f"Settings(database_url={redact_url(self.database_url)!r}, "
             f"redis_url={redact_url(self.redis_url)!r}, data_dir={self.data_dir!r}, "
             f"signing_key={self.signing_key!r}, db_role={self.db_role!r}, "
-            f"cache_prefix={self.cache_prefix!r})"
+            f"cache_prefix={self.cache_prefix!r}, "
+            f"jwt_secret={'***' if self.jwt_secret else None!r}, "
+            f"jwt_audience={self.jwt_audience!r}, jwt_issuer={self.jwt_issuer!r}, "
+            f"jwks_url={self.jwks_url!r})"
         )
 
     __str__ = __repr__

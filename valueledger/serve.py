@@ -1,0 +1,95 @@
+"""`valueledger serve`: the API, the projectors and the workers, in one process, on one loop.
+
+With no URLs configured it runs on the embedded PostgreSQL and Redis in the data folder. It
+applies the schema, makes a first vendor staff member if there is none (printing the one-time
+password once), then serves until SIGINT or SIGTERM: the API stops taking requests, each
+projector finishes its batch, and the process exits within seconds. `--role` runs one part
+only, for deployments that scale them separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import uvicorn
+
+from api.app import create_app
+from api.auth import TokenService
+from projections.registry import PROJECTORS
+from valueledger.services import Services, open_services
+from valueledger.settings import Settings
+from workers.projectors import run_projectors, stop_on_signals
+
+ServeRole = Literal["all", "api", "projectors"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, leaving the signals to us: one stop event stops every part together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def token_service(services: Services) -> TokenService:
+    settings = services.settings
+    return TokenService(
+        settings.token_secret(),
+        services.redis,
+        settings.cache_prefix,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        jwks_url=settings.jwks_url,
+    )
+
+
+async def serve(
+    settings: Settings,
+    database_url: str,
+    redis_url: str,
+    *,
+    host: str,
+    port: int,
+    role: ServeRole,
+    announce: Callable[[str], None],
+    first_admin: Callable[[Services], asyncio.Future[tuple[str, str] | None]] | None = None,
+) -> None:
+    """Run the chosen parts until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with open_services(settings, database_url, redis_url) as services:
+        if first_admin is not None:
+            created = await first_admin(services)
+            if created is not None:
+                user, password = created
+                announce(
+                    f"first vendor staff member: user {user!r}, one-time password {password!r}"
+                    " (shown once: log in and change it)"
+                )
+        parts = []
+        if role in {"all", "projectors"}:
+            parts.append(
+                run_projectors(
+                    services.pool, PROJECTORS, stop, invalidate=services.cache.invalidate
+                )
+            )
+        if role in {"all", "api"}:
+            app = create_app(services, token_service(services))
+            server = _Server(
+                uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on")
+            )
+
+            async def api() -> None:
+                serving = asyncio.create_task(server.serve())
+                await stop.wait()
+                server.should_exit = True
+                await serving
+
+            parts.append(api())
+            announce(f"API on http://{host}:{port}/v1, its docs on http://{host}:{port}/schema")
+        announce("stop with Ctrl-C (SIGINT) or SIGTERM")
+        await asyncio.gather(*parts)
+    announce("stopped")
