@@ -134,6 +134,191 @@ BEGIN
             PRIMARY KEY (tenant, seq)
         );
         CREATE INDEX IF NOT EXISTS receipts_by_type ON %1$I.receipts (tenant, type, seq);
+
+        -- The customer dashboard (projections/dashboard.py): one row per customer, and child
+        -- rows per setup step, definition, approved-or-not version, period, metric and alert.
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_customers (
+            tenant                text PRIMARY KEY,
+            name                  text,
+            currency              text,
+            registered_at         timestamptz,
+            stage                 text NOT NULL,
+            stage_changed_at      timestamptz,
+            suspended_at          timestamptz,
+            setup_steps_done      integer NOT NULL,
+            setup_completed_at    timestamptz,
+            setup_accuracy        numeric,
+            setup_verified_at     timestamptz,
+            measured_accuracy     numeric,
+            measured_accuracy_at  timestamptz,
+            accuracy_threshold    numeric NOT NULL,
+            confirmations         integer NOT NULL,
+            disputes              integer NOT NULL,
+            definitions           integer NOT NULL,
+            definitions_in_review integer NOT NULL,
+            definitions_in_force  integer NOT NULL,
+            went_live_at          timestamptz,
+            billing_starts_at     timestamptz,
+            billing_paused_at     timestamptz,
+            last_seq              bigint NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS dashboard_customers_by_stage
+            ON %1$I.dashboard_customers (stage);
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_setup_steps (
+            tenant          text NOT NULL,
+            step            text NOT NULL,
+            position        integer NOT NULL,
+            status          text NOT NULL,
+            completed_at    timestamptz NOT NULL,
+            completed_by    text NOT NULL,
+            times_completed integer NOT NULL,
+            invalidated_at  timestamptz,
+            PRIMARY KEY (tenant, step)
+        );
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_definitions (
+            tenant           text NOT NULL,
+            definition_id    text NOT NULL,
+            name             text NOT NULL,
+            latest_version   integer NOT NULL,
+            status           text NOT NULL,
+            stage            text,
+            in_force_version integer,
+            approved_at      timestamptz,
+            changed_at       timestamptz NOT NULL,
+            PRIMARY KEY (tenant, definition_id)
+        );
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_approval_outcomes (
+            tenant             text NOT NULL,
+            definition_id      text NOT NULL,
+            version            integer NOT NULL,
+            outcome            text NOT NULL,
+            rounds             integer NOT NULL,
+            first_submitted_at timestamptz NOT NULL,
+            decided_at         timestamptz,
+            PRIMARY KEY (tenant, definition_id, version)
+        );
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_calculations (
+            tenant             text NOT NULL,
+            definition_id      text NOT NULL,
+            period_start       timestamptz NOT NULL,
+            period_end         timestamptz NOT NULL,
+            calculation_id     text NOT NULL,
+            definition_version integer NOT NULL,
+            result             numeric NOT NULL,
+            billable           boolean NOT NULL,
+            currency           text NOT NULL,
+            amount_minor_units bigint,
+            calculated_at      timestamptz NOT NULL,
+            calculations       integer NOT NULL,
+            verdict            text,
+            PRIMARY KEY (tenant, definition_id, period_start)
+        );
+        CREATE INDEX IF NOT EXISTS dashboard_calculations_by_period
+            ON %1$I.dashboard_calculations (tenant, period_start);
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_metric_values (
+            tenant         text NOT NULL,
+            metric         text NOT NULL,
+            value          numeric NOT NULL,
+            definition_id  text NOT NULL,
+            period_start   timestamptz NOT NULL,
+            period_end     timestamptz NOT NULL,
+            calculation_id text NOT NULL,
+            calculated_at  timestamptz NOT NULL,
+            PRIMARY KEY (tenant, metric)
+        );
+        CREATE TABLE IF NOT EXISTS %1$I.dashboard_alerts (
+            tenant   text NOT NULL,
+            alert_id text NOT NULL,
+            severity text NOT NULL,
+            status   text NOT NULL,
+            PRIMARY KEY (tenant, alert_id)
+        );
+
+        -- The approvals queue (projections/approvals.py): one row per value definition, with
+        -- the approval of its latest version and whose turn it is.
+        CREATE TABLE IF NOT EXISTS %1$I.approvals (
+            tenant             text NOT NULL,
+            definition_id      text NOT NULL,
+            definition_name    text NOT NULL,
+            latest_version     integer NOT NULL,
+            content_hash       text NOT NULL,
+            status             text NOT NULL,
+            version_in_review  integer,
+            stage              text,
+            approver           text,
+            finance_approver   text,
+            technical_approver text,
+            executive          text,
+            submitted_at       timestamptz,
+            submitted_by       text,
+            waiting_since      timestamptz,
+            in_force_version   integer,
+            last_seq           bigint NOT NULL,
+            PRIMARY KEY (tenant, definition_id)
+        );
+        CREATE INDEX IF NOT EXISTS approvals_waiting
+            ON %1$I.approvals (approver, waiting_since, tenant, definition_id)
+            WHERE approver IS NOT NULL;
+
+        -- The alerts list (projections/alerts.py): every alert, and its evidence.
+        CREATE TABLE IF NOT EXISTS %1$I.alerts (
+            tenant           text NOT NULL,
+            alert_id         text NOT NULL,
+            kind             text NOT NULL,
+            severity         text NOT NULL,
+            status           text NOT NULL,
+            summary          text NOT NULL,
+            source_reference text,
+            raised_at        timestamptz NOT NULL,
+            raised_by        text NOT NULL,
+            raised_by_role   text NOT NULL,
+            acknowledged_at  timestamptz,
+            acknowledged_by  text,
+            resolved_at      timestamptz,
+            resolved_by      text,
+            last_seq         bigint NOT NULL,
+            PRIMARY KEY (tenant, alert_id)
+        );
+        CREATE INDEX IF NOT EXISTS alerts_newest_first
+            ON %1$I.alerts (tenant, raised_at DESC, alert_id DESC);
+        CREATE INDEX IF NOT EXISTS alerts_unresolved
+            ON %1$I.alerts (tenant, severity, raised_at DESC, alert_id DESC)
+            WHERE status <> 'resolved';
+        CREATE TABLE IF NOT EXISTS %1$I.alert_evidence (
+            tenant   text NOT NULL,
+            alert_id text NOT NULL,
+            name     text NOT NULL,
+            value    text NOT NULL,
+            PRIMARY KEY (tenant, alert_id, name)
+        );
+
+        -- Support tickets (projections/tickets.py): one row per ticket, no sealed text.
+        CREATE TABLE IF NOT EXISTS %1$I.tickets (
+            tenant            text NOT NULL,
+            ticket_id         text NOT NULL,
+            priority          text NOT NULL,
+            status            text NOT NULL,
+            opened_side       text NOT NULL,
+            opened_at         timestamptz NOT NULL,
+            opened_by         text NOT NULL,
+            assignee          text,
+            assigned_at       timestamptz,
+            messages          integer NOT NULL,
+            last_message_at   timestamptz,
+            first_response_at timestamptz,
+            status_changed_at timestamptz NOT NULL,
+            first_resolved_at timestamptz,
+            resolved_at       timestamptz,
+            closed_at         timestamptz,
+            reopened          integer NOT NULL,
+            last_seq          bigint NOT NULL,
+            PRIMARY KEY (tenant, ticket_id)
+        );
+        CREATE INDEX IF NOT EXISTS tickets_newest_first
+            ON %1$I.tickets (tenant, opened_at DESC, ticket_id DESC);
+        CREATE INDEX IF NOT EXISTS tickets_by_assignee
+            ON %1$I.tickets (assignee, opened_at, tenant, ticket_id)
+            WHERE assignee IS NOT NULL;
     $ddl$, target);
     PERFORM vl_grant_read_models(target);
 END
@@ -151,6 +336,31 @@ END
 $$;
 
 SELECT vl_create_read_models('read_models');
+
+-- Local credentials, outside the ledger on purpose: a password hash is a secret that must be
+-- replaceable and erasable, which the ledger never is. Roles are not kept here: a customer
+-- user's role is read from their customer's account at each login (api/session_routes.py).
+-- vendor_staff lists the vendor's own people (ADMIN of every tenant); `valueledger serve`
+-- makes the first one; a revoked member keeps their row (revoked_at), not their password.
+-- login_credentials holds one scrypt hash per local user, `tenant` '*' for vendor staff;
+-- created_at is when the password was set, and a credential older than the user's current
+-- invitation is refused, so a re-invited user id never inherits an earlier password
+-- (api/staff.py). The application may change both; the auditor sees neither.
+CREATE TABLE IF NOT EXISTS vendor_staff (
+    user_id    text PRIMARY KEY CHECK (length(user_id) BETWEEN 1 AND 200),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    revoked_at timestamptz,
+    CHECK (revoked_at IS NULL OR revoked_at >= created_at)
+);
+CREATE TABLE IF NOT EXISTS login_credentials (
+    tenant        text NOT NULL CHECK (tenant = '*' OR tenant ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    user_id       text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 200),
+    password_hash text NOT NULL CHECK (password_hash ~ '^(scrypt|argon2id)\$'),
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant, user_id)
+);
+REVOKE ALL ON vendor_staff, login_credentials FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vendor_staff, login_credentials TO valueledger_app;
 
 -- The ledger is append-only, whoever asks: these triggers refuse even the owner. The only way
 -- around them is a superuser disabling triggers, which the verifier then catches.

@@ -7,7 +7,6 @@ token or the session cookie, never from the body; so does the tenant.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -59,21 +58,6 @@ class InviteUserBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     role: Role
     name: str
     email: str
-
-
-class LoginBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    user_id: str
-    password: str
-    customer_id: str | None = None
-    """The customer the user belongs to; absent for vendor staff."""
-
-
-class Session(msgspec.Struct, frozen=True, kw_only=True):
-    token: str
-    token_type: str
-    expires_at: datetime
-    tenant: str
-    role: Role
 
 
 class CustomerSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,33 +10,57 @@ tokens could.
 
 Local users log in with a password (scrypt, per-user salt, constant-time comparison) and get a
 short-lived token. Their tenant and role come from the ledger at login (the customer account,
-or the vendor staff list), never from the request.
+or the vendor staff list), never from the request. Machine clients send an API key with the
+customer it belongs to; the key is checked against the customer's account on every request.
+
+Revocation times are kept to the millisecond and our own tokens carry `iat` to the millisecond
+too (RFC 7519 allows a fractional NumericDate), so a login right after a revocation is not
+mistaken for a token issued before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias
 
 import jwt
 import jwt.types
 import msgspec
 import redis.asyncio
+from litestar import Request
 from redis.exceptions import RedisError
 
+from commands.aggregates import CUSTOMER
+from commands.customer import matching_api_key
+from commands.handling import load
+from commands.streams import StreamNameError, customer_stream, tenant_of
+from domain import DomainError, customer
 from domain.roles import Role
-from eventstore.store import TENANT_FORMAT
+from eventstore.store import TENANT_FORMAT, EventStore
 
 VENDOR: Final = "*"
 """The tenant claim of vendor staff (ADMIN), who act across tenants."""
 TOKEN_TTL: Final = timedelta(minutes=15)
+MAX_TOKEN_LIFETIME: Final = timedelta(hours=24)
+"""The longest-lived token accepted (from exp - iat), an identity provider's included: a
+revocation must outlive every token it revokes, so it is kept this long."""
 COOKIE_NAME: Final = "vl_session"
 REQUIRED_CLAIMS: Final = ("sub", "tenant", "role", "exp", "iat", "jti")
+API_KEY_SCHEME: Final = "apikey"
+"""`Authorization: ApiKey <key>`, with the customer in `X-Customer-Id`."""
+API_KEY_USER_PREFIX: Final = "api-key:"
+"""An API key acts as user ``api-key:<key id>``; no person's login may use such an id."""
+_NO_SUCH_KEY: Final = "the API key is not valid for that customer"
+LEEWAY_SECONDS: Final = 5
+
+Via: TypeAlias = Literal["bearer", "cookie", "api_key"]
 
 _SCRYPT: Final = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -46,7 +70,12 @@ class AuthenticationError(Exception):
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """The authenticated caller. `tenant` is VENDOR for vendor staff."""
+    """The authenticated caller. `tenant` is VENDOR for vendor staff.
+
+    An API key's principal is user ``api-key:<key id>``, role TECHNICAL, `jti` the same text,
+    issued when the key was and expiring at once: the key is checked again on every request,
+    and revoking it (RevokeApiKey) is what stops it, not a logout.
+    """
 
     user: str
     tenant: str
@@ -54,7 +83,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     jti: str
     issued_at: datetime
     expires_at: datetime
-    via: Literal["bearer", "cookie"]
+    via: Via
 
     @property
     def is_vendor(self) -> bool:
@@ -74,16 +103,20 @@ class TokenService:
         issuer: str | None = None,
         jwks_url: str | None = None,
         ttl: timedelta = TOKEN_TTL,
+        max_lifetime: timedelta = MAX_TOKEN_LIFETIME,
     ) -> None:
         if len(secret) < 32:
             raise ValueError("the token secret must be at least 32 bytes")
+        if not timedelta(0) < ttl <= max_lifetime:
+            raise ValueError("the token TTL must be positive and within the maximum lifetime")
         self._secret = secret
         self._redis = redis_client
         self._prefix = prefix
         self._audience = audience
         self._issuer = issuer
-        self._jwks = jwt.PyJWKClient(jwks_url) if jwks_url else None
+        self._jwks = jwt.PyJWKClient(jwks_url, timeout=5) if jwks_url else None
         self.ttl = ttl
+        self.max_lifetime = max_lifetime
 
     def issue(self, user: str, tenant: str, role: Role, now: datetime) -> tuple[str, Principal]:
         """A signed token for the caller, and the principal it stands for."""
@@ -93,7 +126,7 @@ class TokenService:
             "sub": user,
             "tenant": tenant,
             "role": str(role),
-            "iat": int(now.timestamp()),
+            "iat": round(now.timestamp(), 3),
             "nbf": int(now.timestamp()),
             "exp": int(expires.timestamp()),
             "jti": jti,
@@ -118,7 +151,7 @@ class TokenService:
             if algorithm == "HS256":
                 key: Any = self._secret
             elif algorithm in {"RS256", "ES256"} and self._jwks is not None:
-                key = self._jwks.get_signing_key_from_jwt(token).key
+                key = await self._provider_key(token, algorithm)
             else:
                 raise AuthenticationError(f"tokens signed with {algorithm!r} are not accepted")
             claims = jwt.decode(
@@ -128,7 +161,7 @@ class TokenService:
                 audience=self._audience,
                 issuer=self._issuer,
                 options=options,
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the token has expired; log in again") from None
@@ -141,9 +174,31 @@ class TokenService:
         except jwt.PyJWTError as error:
             raise AuthenticationError(f"the token is not valid: {error}") from None
         principal = _principal(claims, via)
+        if principal.expires_at - principal.issued_at > self.max_lifetime:
+            raise AuthenticationError(
+                f"the token lives longer than the {self.max_lifetime / timedelta(hours=1):g} "
+                "hours we accept; ask for a shorter-lived one"
+            )
         if await self.revoked(principal):
             raise AuthenticationError("the token was revoked; log in again")
         return principal
+
+    async def _provider_key(self, token: str, algorithm: str) -> Any:
+        """The identity provider's key the token names (`kid`), pinned to its own algorithm:
+        an RSA key never checks an ES256 token, nor an EC key an RS256 one. The JWKS is fetched
+        (and cached) in a thread, so a slow provider never stalls the event loop."""
+        assert self._jwks is not None  # noqa: S101 - the caller checked
+        try:
+            signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+        except jwt.PyJWKClientConnectionError:
+            raise AuthenticationError(
+                "cannot reach the identity provider's keys right now; try again in a moment"
+            ) from None
+        if signing_key.algorithm_name != algorithm:
+            raise AuthenticationError(
+                f"the token says {algorithm} but its key is for {signing_key.algorithm_name}"
+            )
+        return signing_key.key
 
     async def revoke(self, principal: Principal, now: datetime) -> None:
         """Refuse this token from now until it would have expired anyway."""
@@ -152,13 +207,22 @@ class TokenService:
 
     async def revoke_user(self, tenant: str, user: str, now: datetime) -> None:
         """Refuse every token of the user issued until now (their role or access changed)."""
-        seconds = int(self.ttl.total_seconds()) + 5
-        await self._redis.set(self._user_key(tenant, user), str(int(now.timestamp())), ex=seconds)
+        await self._redis.set(
+            self._user_key(tenant, user), self._instant(now), ex=self._revocation_seconds()
+        )
+
+    async def revoke_tenant(self, tenant: str, now: datetime) -> None:
+        """Refuse every token for the tenant issued until now (the customer was suspended)."""
+        await self._redis.set(
+            self._tenant_key(tenant), self._instant(now), ex=self._revocation_seconds()
+        )
 
     async def revoked(self, principal: Principal) -> bool:
         try:
-            denied, since = await self._redis.mget(
-                self._revoked_key(principal.jti), self._user_key(principal.tenant, principal.user)
+            denied, user_since, tenant_since = await self._redis.mget(
+                self._revoked_key(principal.jti),
+                self._user_key(principal.tenant, principal.user),
+                self._tenant_key(principal.tenant),
             )
         except (RedisError, OSError):
             # A deny-list we cannot read must not let revoked tokens in: refuse.
@@ -167,13 +231,44 @@ class TokenService:
             ) from None
         if denied is not None:
             return True
-        return since is not None and int(principal.issued_at.timestamp()) <= int(since)
+        issued = principal.issued_at.timestamp()
+        return any(
+            since is not None and issued <= float(since) for since in (user_since, tenant_since)
+        )
+
+    def _revocation_seconds(self) -> int:
+        """How long a revocation is kept: as long as any token it could refuse may live."""
+        return int(self.max_lifetime.total_seconds()) + LEEWAY_SECONDS
+
+    @staticmethod
+    def _instant(now: datetime) -> str:
+        return f"{now.timestamp():.3f}"
 
     def _revoked_key(self, jti: str) -> str:
         return f"{self._prefix}:jti:{jti}"
 
     def _user_key(self, tenant: str, user: str) -> str:
         return f"{self._prefix}:revoked-before:{tenant}:{user}"
+
+    def _tenant_key(self, tenant: str) -> str:
+        return f"{self._prefix}:tenant-revoked-before:{tenant}"
+
+
+async def end_sessions_after(
+    tokens: TokenService, events: Iterable[customer.Event], now: datetime
+) -> None:
+    """What a route calls after a customer command (its outcome's `events`): a user whose role
+    changed or whose access was revoked loses every token issued until now, so their next
+    request, or their next login, carries the role the ledger has; a suspension ends every
+    session of the customer's users (they cannot log in again until it is lifted)."""
+    for event in events:
+        match event:
+            case customer.UserRoleChanged() | customer.UserAccessRevoked():
+                await tokens.revoke_user(event.customer_id, event.user_id, now)
+            case customer.CustomerSuspended():
+                await tokens.revoke_tenant(event.customer_id, now)
+            case _:
+                pass
 
 
 def _principal(claims: dict[str, Any], via: Literal["bearer", "cookie"]) -> Principal:
@@ -183,6 +278,11 @@ def _principal(claims: dict[str, Any], via: Literal["bearer", "cookie"]) -> Prin
         user = str(claims["sub"])
     except (KeyError, ValueError):
         raise AuthenticationError("the token's role or tenant is not one we know") from None
+    try:
+        issued_at = datetime.fromtimestamp(float(claims["iat"]), UTC)
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise AuthenticationError("the token's times are out of range") from None
     if role is Role.ADMIN:
         if tenant != VENDOR:
             raise AuthenticationError("an ADMIN token must be for every tenant ('*')")
@@ -195,9 +295,58 @@ def _principal(claims: dict[str, Any], via: Literal["bearer", "cookie"]) -> Prin
         tenant=tenant,
         role=role,
         jti=str(claims["jti"]),
-        issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        issued_at=issued_at,
+        expires_at=expires_at,
         via=via,
+    )
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+
+async def authenticate_api_key(request: Request[Any, Any, Any]) -> Principal:
+    """The principal of `Authorization: ApiKey <key>` with `X-Customer-Id: <customer>`.
+
+    Called by `api.common.authenticate` for the ApiKey scheme; AuthenticationError (401) for
+    anything wrong, with one message whether the customer or the key is unknown.
+    """
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    customer_id = request.headers.get("x-customer-id", "").strip()
+    if scheme.lower() != API_KEY_SCHEME or not presented.strip() or not customer_id:
+        raise AuthenticationError(
+            "send 'Authorization: ApiKey <key>' with 'X-Customer-Id: <customer id>'"
+        )
+    store: EventStore = request.app.state.api.services.store
+    return await api_key_principal(store, customer_id, presented.strip(), datetime.now(UTC))
+
+
+async def api_key_principal(
+    store: EventStore, customer_id: str, presented: str, now: datetime
+) -> Principal:
+    """Check `presented` against the customer's account as the ledger has it now: an unknown
+    customer, an unknown or revoked key and a wrong secret are refused alike; a suspended
+    customer's valid key is refused saying so."""
+    try:
+        stream = customer_stream(tenant_of(customer_id))
+    except StreamNameError:
+        raise AuthenticationError(_NO_SUCH_KEY) from None
+    account = (await load(store, CUSTOMER, stream)).state
+    key = matching_api_key(account, presented)
+    if key is None or account.customer_id != customer_id:
+        raise AuthenticationError(_NO_SUCH_KEY)
+    try:
+        customer.ensure_open(customer_id, account)
+    except DomainError as error:
+        raise AuthenticationError(error.message) from None
+    user = f"{API_KEY_USER_PREFIX}{key.key_id}"
+    return Principal(
+        user=user,
+        tenant=customer_id,
+        role=Role.TECHNICAL,
+        jti=user,
+        issued_at=key.issued_at,
+        expires_at=now,
+        via="api_key",
     )
 
 

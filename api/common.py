@@ -16,7 +16,13 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from api.auth import COOKIE_NAME, AuthenticationError, Principal, TokenService
+from api.auth import (
+    COOKIE_NAME,
+    AuthenticationError,
+    Principal,
+    TokenService,
+    authenticate_api_key,
+)
 from api.policy import POLICY
 from commands.handling import Outcome, Trace
 from valueledger.services import Services
@@ -40,6 +46,8 @@ async def authenticate(request: Request[Any, Any, Any]) -> Principal:
     try:
         if header:
             scheme, _, token = header.partition(" ")
+            if scheme.lower() == "apikey":
+                return await authenticate_api_key(request)
             if scheme.lower() != "bearer" or not token:
                 raise AuthenticationError("use 'Authorization: Bearer <token>'")
             return await api.tokens.verify(token.strip(), "bearer")

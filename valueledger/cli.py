@@ -19,6 +19,7 @@ import asyncpg
 import click
 import msgspec
 
+from api.staff import create_first_admin
 from commands.personal_data import PersonalDataVault
 from eventstore.bundle import export_bundle, record_lines
 from eventstore.db import apply_schema, create_pool
@@ -502,6 +503,7 @@ def serve(host: str, port: int, role: ServeRole) -> None:
                 port=port,
                 role=role,
                 announce=lambda line: click.echo(line, err=True),
+                first_admin=lambda services: create_first_admin(services.pool),
             )
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
 
 import uvicorn
@@ -55,7 +55,7 @@ async def serve(
     port: int,
     role: ServeRole,
     announce: Callable[[str], None],
-    first_admin: Callable[[Services], asyncio.Future[tuple[str, str] | None]] | None = None,
+    first_admin: Callable[[Services], Awaitable[tuple[str, str] | None]] | None = None,
 ) -> None:
     """Run the chosen parts until SIGINT or SIGTERM."""
     stop = asyncio.Event()
