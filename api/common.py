@@ -93,7 +93,7 @@ def now() -> datetime:
 
 def trace_of(request: Request[Any, Any, Any]) -> Trace:
     return Trace(
-        correlation_id=request.headers.get("x-request-id"),
+        correlation_id=request.scope.get("state", {}).get("request_id"),
         trace_id=request.scope.get("state", {}).get("trace_id"),
     )
 

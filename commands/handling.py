@@ -13,11 +13,14 @@ once instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 import msgspec
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
 
 from domain.roles import Role
 from domain.upcasting import Upcaster, upcast
@@ -34,6 +37,18 @@ from eventstore.store import (
 
 ATTEMPTS: Final = 3
 """How many times a command is decided before a lost race is reported to the caller."""
+
+APPEND_SECONDS: Final = Histogram(
+    "valueledger_append_duration_seconds",
+    "Time to append one command's events (signing and commit), by aggregate kind.",
+    ["aggregate"],
+)
+CONFLICTS: Final = Counter(
+    "valueledger_concurrency_conflicts_total",
+    "Appends that lost a race, by aggregate kind and by whether the command was decided again.",
+    ["aggregate", "outcome"],
+)
+_tracer: Final = trace.get_tracer(__name__)
 
 State = TypeVar("State")
 Event = TypeVar("Event", bound=msgspec.Struct)
@@ -138,27 +153,36 @@ async def execute(
     request's Idempotency-Key): a command decided again carries a new time, so it is a new
     command to the ledger.
     """
-    for attempt in range(1, ATTEMPTS + 1):
-        loaded = await load(store, aggregate, stream)
-        if expected_version is not None and loaded.version != expected_version:
-            raise ConcurrencyError(stream, expected_version, loaded.version)
-        events = await decide(loaded.state)
-        if not events:
-            return Outcome([], [], loaded.state, loaded.version)
-        try:
-            recorded = await store.append(
-                stream,
-                [new_event(event) for event in events],
-                loaded.version or StreamState.NO_STREAM,
-                tenant,
-                metadata,
-            )
-        except ConcurrencyError:
-            if expected_version is not None or attempt == ATTEMPTS:
-                raise
-            continue
-        state = loaded.state
-        for event in events:
-            state = aggregate.evolve(state, event)
-        return Outcome(events, recorded, state, recorded[-1].version)
+    with _tracer.start_as_current_span(
+        f"command {aggregate.kind}", attributes={"valueledger.stream": stream}
+    ) as span:
+        for attempt in range(1, ATTEMPTS + 1):
+            loaded = await load(store, aggregate, stream)
+            if expected_version is not None and loaded.version != expected_version:
+                raise ConcurrencyError(stream, expected_version, loaded.version)
+            events = await decide(loaded.state)
+            if not events:
+                return Outcome([], [], loaded.state, loaded.version)
+            started = time.perf_counter()
+            try:
+                with _tracer.start_as_current_span("append"):
+                    recorded = await store.append(
+                        stream,
+                        [new_event(event) for event in events],
+                        loaded.version or StreamState.NO_STREAM,
+                        tenant,
+                        metadata,
+                    )
+            except ConcurrencyError:
+                retried = expected_version is None and attempt < ATTEMPTS
+                CONFLICTS.labels(aggregate.kind, "decided again" if retried else "reported").inc()
+                if not retried:
+                    raise
+                continue
+            APPEND_SECONDS.labels(aggregate.kind).observe(time.perf_counter() - started)
+            span.set_attribute("valueledger.attempts", attempt)
+            state = loaded.state
+            for event in events:
+                state = aggregate.evolve(state, event)
+            return Outcome(events, recorded, state, recorded[-1].version)
     raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover

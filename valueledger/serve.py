@@ -18,6 +18,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import TokenService
+from api.observability import configure_logging, configure_tracing
 from projections.registry import PROJECTORS
 from valueledger.services import Services, open_services
 from valueledger.settings import Settings
@@ -58,6 +59,8 @@ async def serve(
     first_admin: Callable[[Services], Awaitable[tuple[str, str] | None]] | None = None,
 ) -> None:
     """Run the chosen parts until SIGINT or SIGTERM."""
+    configure_logging()
+    configure_tracing()
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with open_services(settings, database_url, redis_url) as services:

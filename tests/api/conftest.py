@@ -37,7 +37,9 @@ def tokens(services: Services, cache_prefix: str) -> TokenService:
 @pytest.fixture
 async def client(services: Services, tokens: TokenService) -> AsyncIterator[httpx.AsyncClient]:
     """The app served in this event loop (the services' pools belong to it)."""
-    transport = httpx.ASGITransport(app=create_app(services, tokens))  # type: ignore[arg-type]
+    # A peer address of its own per test, so the per-address rate limit never couples tests.
+    peer = (f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}", 123)
+    transport = httpx.ASGITransport(app=create_app(services, tokens), client=peer)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as test_client:
         yield test_client
 

@@ -1,0 +1,197 @@
+"""Ledger routes over HTTP: receipts, public keys and streaming exports are the ledger's own
+bytes, and what an auditor downloads verifies with the keys the API publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from api.app import create_app
+from api.auth import TokenService
+from api.ledger_routes import CHUNK_BYTES
+from api.policy import EVERYONE, POLICY
+from domain.roles import Role
+from eventstore.bundle import record_line
+from eventstore.receipts import load_public_key_pem
+from eventstore.store import Actor, Metadata, NewEvent, StreamState
+from eventstore.verify import BUNDLE_FORMAT, pinned_keyring, verify_bundle
+from tests.api.conftest import bearer
+from tests.api.test_customers import registration
+from valueledger.services import Services
+
+Client = httpx.AsyncClient
+
+
+@pytest.fixture(autouse=True)
+def ledger_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The routes' policy entries, until api/policy.py lists them (the same roles)."""
+    for operation in ("get_receipt", "export_ledger"):
+        if operation not in POLICY:
+            monkeypatch.setitem(POLICY, operation, EVERYONE)
+
+
+async def fill_ledger(services: Services, tenant: str, records: int) -> None:
+    """`records` receipts of about half a kilobyte each, straight through the store."""
+    meta = Metadata(actor=Actor(user="auditor-test", role="ADMIN"), correlation_id="fill")
+    for start in range(0, records, 100):
+        events = [
+            NewEvent("Noted", {"n": n, "text": "x" * 400})
+            for n in range(start, min(records, start + 100))
+        ]
+        await services.store.append(f"{tenant}:notes", events, StreamState.ANY, tenant, meta)
+
+
+async def test_a_receipt_is_its_bundle_line_and_the_export_verifies(
+    client: Client,
+    staff: dict[str, str],
+    tokens: TokenService,
+    tenant: str,
+    services: Services,
+) -> None:
+    assert (
+        await client.post("/v1/customers", json=registration(tenant), headers=staff)
+    ).status_code == 201
+    await fill_ledger(services, tenant, 3)
+    reader = bearer(tokens, "ann", tenant, Role.FINANCE)
+
+    export = await client.get(f"/v1/customers/{tenant}/export", headers=reader)
+    assert export.status_code == 200, export.text
+    assert export.headers["content-type"].startswith("application/x-ndjson")
+    assert "attachment" in export.headers["content-disposition"]
+    lines = export.content.split(b"\n")
+    assert lines[-1] == b""
+    header, records = json.loads(lines[0]), lines[1:-1]
+    assert header["format"] == BUNDLE_FORMAT
+    assert header["tenant"] == tenant
+    assert len(records) == 4
+
+    receipt = await client.get(f"/v1/customers/{tenant}/receipts/2", headers=reader)
+    assert receipt.status_code == 200
+    assert receipt.headers["content-type"].startswith("application/json")
+    assert receipt.content == records[1]
+    assert receipt.headers["etag"] == f'"{json.loads(records[1])["hash"]}"'
+    [event] = [event for event in await services.store.read_tenant(tenant) if event.seq == 2]
+    assert receipt.content == record_line(
+        event.canonical, event.hash, event.signature, event.key_id
+    )
+
+    # An auditor pins the keys the API publishes and verifies the download with them.
+    published = (await client.get("/v1/keys")).json()["keys"]
+    ring = pinned_keyring(key["public_key"].encode() for key in published)
+    report = verify_bundle(io.BytesIO(export.content), ring)
+    assert report.ok, report.failure
+    assert report.records == 4
+    assert report.trust == "pinned"
+
+    partial = await client.get(f"/v1/customers/{tenant}/export?from_seq=3", headers=reader)
+    assert partial.status_code == 200
+    assert partial.content.split(b"\n")[1:-1] == records[2:]
+    assert verify_bundle(io.BytesIO(partial.content), ring, first_seq=3).ok
+
+
+async def test_receipts_and_exports_serve_only_the_tenant_and_vendor_staff(
+    client: Client, staff: dict[str, str], tokens: TokenService, tenant: str, services: Services
+) -> None:
+    await fill_ledger(services, tenant, 1)
+    stranger = bearer(tokens, "eve", "globex", Role.CUSTOMER_ADMIN)
+    for path in (f"/v1/customers/{tenant}/receipts/1", f"/v1/customers/{tenant}/export"):
+        assert (await client.get(path)).status_code == 401
+        assert (await client.get(path, headers=stranger)).status_code == 404
+        assert (await client.get(path, headers=staff)).status_code == 200
+        own = bearer(tokens, "tom", tenant, Role.TECHNICAL)
+        assert (await client.get(path, headers=own)).status_code == 200
+
+    missing = await client.get(f"/v1/customers/{tenant}/receipts/2", headers=staff)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    huge = await client.get(f"/v1/customers/{tenant}/receipts/{2**70}", headers=staff)
+    assert huge.status_code == 404
+    nothing = await client.get("/v1/customers/t-no-ledger/export", headers=staff)
+    assert nothing.status_code == 404
+
+
+async def body_messages(app: Litestar, path: str, headers: dict[str, str]) -> list[bytes]:
+    """The body of a GET as the ASGI messages the app sent (httpx would join them)."""
+    scope: Any = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")]
+        + [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    sent: list[Any] = []
+    requested = False
+    finished = asyncio.Event()
+
+    async def receive() -> Any:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await finished.wait()  # as a server does, once the answer is complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            finished.set()
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200, sent
+    return [message["body"] for message in sent[1:] if message.get("body")]
+
+
+async def test_a_large_export_streams_in_chunks(
+    services: Services, tokens: TokenService, staff: dict[str, str], tenant: str
+) -> None:
+    await fill_ledger(services, tenant, 600)
+    app = create_app(services, tokens)
+    chunks = await body_messages(app, f"/v1/customers/{tenant}/export", staff)
+    assert len(chunks) >= 4
+    assert max(len(chunk) for chunk in chunks) < 2 * CHUNK_BYTES
+    content = b"".join(chunks)
+    assert content.count(b"\n") == 601
+    listed = json.loads(content.split(b"\n", 1)[0])["keys"]
+    ring = pinned_keyring(key["public_key"].encode() for key in listed)
+    report = verify_bundle(io.BytesIO(content), ring)
+    assert report.ok, report.failure
+    assert report.records == 600
+
+
+async def test_the_public_keys_as_pem_and_jwks(client: Client, services: Services) -> None:
+    key_id = services.store.signing_key.key_id
+    listed = await client.get("/v1/keys")
+    assert listed.status_code == 200
+    assert "max-age" in listed.headers["cache-control"]
+    [current] = [key for key in listed.json()["keys"] if key["key_id"] == key_id]
+    assert current["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert current["valid_until"] is None
+    assert current["valid_from"].endswith("Z")
+
+    jwks = await client.get("/v1/keys/jwks")
+    assert jwks.status_code == 200
+    [jwk] = [key for key in jwks.json()["keys"] if key["kid"] == key_id]
+    assert (jwk["kty"], jwk["alg"], jwk["use"]) == ("RSA", "RS256", "sig")
+    numbers = load_public_key_pem(current["public_key"]).public_numbers()
+
+    def number(text: str) -> int:
+        return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "big")
+
+    assert number(jwk["n"]) == numbers.n
+    assert number(jwk["e"]) == numbers.e == 65537
+    assert jwk["e"] == "AQAB"

@@ -1,0 +1,450 @@
+"""Cross-cutting behaviour over HTTP, against the real services: idempotency keys, rate
+limits, body limits, request logs, traces, metrics and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import structlog
+
+from api.app import create_app
+from api.auth import TokenService
+from api.idempotency import KEEP_TTL, KeptEntry, entry_key, parse_key
+from api.observability import configure_logging, redact_secrets
+from api.ratelimit import RateLimitSettings, credential_of, json_depth_exceeds, parse_networks
+from domain.roles import Role
+from projections.cache import connect_cache
+from tests.api.conftest import bearer
+from tests.api.test_customers import registration
+from valueledger.services import Services
+
+Client = httpx.AsyncClient
+
+
+@asynccontextmanager
+async def serve(
+    services: Services, tokens: TokenService, peer: str = "127.0.0.1"
+) -> AsyncIterator[Client]:
+    """A client of a freshly built app (which reads its settings from the environment now),
+    seen from `peer`."""
+    transport = httpx.ASGITransport(
+        app=create_app(services, tokens),  # type: ignore[arg-type]
+        client=(peer, 41234),
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def some_address() -> str:
+    """An address of its own for a test, so address counts of other tests never meet it."""
+    return f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+# --- idempotency --------------------------------------------------------------------------------
+
+
+async def test_a_retried_post_is_replayed_not_run_again(
+    client: Client, staff: dict[str, str], tenant: str, services: Services
+) -> None:
+    headers = {**staff, "Idempotency-Key": f"reg-{tenant}"}
+    first = await client.post("/v1/customers", json=registration(tenant), headers=headers)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+
+    again = await client.post("/v1/customers", json=registration(tenant), headers=headers)
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"]
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert len(await services.store.read_stream(f"{tenant}:customer")) == 1
+
+    other = {**registration(tenant), "name": "Another Ltd"}
+    reused = await client.post("/v1/customers", json=other, headers=headers)
+    assert reused.status_code == 422
+    assert reused.headers["content-type"].startswith("application/problem+json")
+    assert reused.json()["type"].endswith("/idempotency-key-reused")
+
+    # Without a key the same body runs again (and the domain refuses the duplicate).
+    plain = await client.post("/v1/customers", json=registration(tenant), headers=staff)
+    assert plain.status_code == 422
+    assert "idempotent-replayed" not in plain.headers
+
+
+async def test_keys_are_scoped_by_credential_and_kept_a_day(
+    client: Client, tokens: TokenService, tenant: str, services: Services
+) -> None:
+    key = f"reg-{tenant}"
+    first = bearer(tokens, "staff-a", "*", Role.ADMIN)
+    second = bearer(tokens, "staff-b", "*", Role.ADMIN)
+    answer = await client.post(
+        "/v1/customers", json=registration(tenant), headers={**first, "Idempotency-Key": key}
+    )
+    assert answer.status_code == 201
+    # Another credential's same key is another key: it runs (and meets the duplicate).
+    other = await client.post(
+        "/v1/customers", json=registration(tenant), headers={**second, "Idempotency-Key": key}
+    )
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("/customer-already-registered"), other.text
+
+    name = kept_under(services, first, key)
+    assert KEEP_TTL - 60 < await services.redis.ttl(name) <= KEEP_TTL
+    kept = await services.redis.get(name)
+    assert kept is not None
+    for headers in (first, second):  # the token is neither in the key nor in the answer
+        token = headers["Authorization"].removeprefix("Bearer ")
+        assert token not in name
+        assert token.encode() not in kept
+
+
+def kept_under(services: Services, headers: dict[str, str], key: str) -> str:
+    scope: Any = {"headers": [(b"authorization", headers["Authorization"].encode())]}
+    return entry_key(services.settings.cache_prefix, credential_of(scope), key)
+
+
+async def test_the_same_key_while_the_first_runs_is_409(
+    client: Client, staff: dict[str, str], tenant: str, services: Services
+) -> None:
+    headers = {**staff, "Idempotency-Key": f"race-{tenant}"}
+    body = registration(tenant)
+    answers = await asyncio.gather(
+        client.post("/v1/customers", json=body, headers=headers),
+        client.post("/v1/customers", json=body, headers=headers),
+    )
+    assert sorted(answer.status_code for answer in answers) == [201, 409]
+    conflict = next(answer for answer in answers if answer.status_code == 409)
+    assert conflict.json()["type"].endswith("/idempotency-request-in-progress")
+    assert conflict.headers["retry-after"] == "1"
+    assert len(await services.store.read_stream(f"{tenant}:customer")) == 1
+
+    # Once the first has answered, the key replays it.
+    replay = await client.post("/v1/customers", json=body, headers=headers)
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_running_marker_of_another_process_holds_the_key(
+    client: Client, staff: dict[str, str], tenant: str, services: Services
+) -> None:
+    """Held deterministically: Redis says the first request is still running elsewhere."""
+    body = registration(tenant)
+    headers = {**staff, "Idempotency-Key": "held"}
+    assert (await client.post("/v1/customers", json=body, headers=headers)).status_code == 201
+    name = kept_under(services, staff, "held")
+    raw = await services.redis.get(name)
+    assert isinstance(raw, bytes)
+    kept = msgspec.msgpack.decode(raw, type=KeptEntry)
+    running = KeptEntry(state="running", fingerprint=kept.fingerprint, owner="elsewhere")
+    await services.redis.set(name, msgspec.msgpack.encode(running), ex=60)
+    held = await client.post("/v1/customers", json=body, headers=headers)
+    assert held.status_code == 409
+    other = await client.post("/v1/customers", json={**body, "name": "B"}, headers=headers)
+    assert other.status_code == 422  # another body is the client's mistake, running or not
+
+
+async def test_failures_release_the_key_and_bad_keys_are_refused(
+    client: Client, staff: dict[str, str], tokens: TokenService, tenant: str
+) -> None:
+    customer_admin = bearer(tokens, "cara", tenant, Role.CUSTOMER_ADMIN)
+    headers = {**customer_admin, "Idempotency-Key": "k-1"}
+    forbidden = await client.post("/v1/customers", json=registration(tenant), headers=headers)
+    assert forbidden.status_code == 403  # kept: the same request is refused the same way
+    again = await client.post("/v1/customers", json=registration(tenant), headers=headers)
+    assert again.headers.get("idempotent-replayed") == "true"
+
+    unauthenticated = await client.post(
+        "/v1/customers", json=registration(tenant), headers={"Idempotency-Key": "k-2"}
+    )
+    assert unauthenticated.status_code == 401  # not kept: a retry with a token runs
+    accepted = await client.post(
+        "/v1/customers", json=registration(tenant), headers={**staff, "Idempotency-Key": "k-2"}
+    )
+    assert accepted.status_code == 201
+
+    for bad in (b"", b"x" * 256, "caf\u00e9".encode("latin-1")):
+        refused = await client.post(
+            "/v1/customers",
+            json=registration(tenant),
+            headers=[
+                *((name.encode(), value.encode()) for name, value in staff.items()),
+                (b"Idempotency-Key", bad),
+            ],
+        )
+        assert refused.status_code == 400, bad
+        assert refused.json()["type"].endswith("/invalid-idempotency-key")
+    assert parse_key('"quoted-key"') == "quoted-key"
+
+    # Session routes ignore the header: a second logout with the same key really runs.
+    session = {**bearer(tokens, "cara", tenant, Role.CUSTOMER_ADMIN), "Idempotency-Key": "out"}
+    assert (await client.post("/v1/auth/logout", headers=session)).status_code == 204
+    again_out = await client.post("/v1/auth/logout", headers=session)
+    assert again_out.status_code == 401
+    assert "idempotent-replayed" not in again_out.headers
+
+
+async def test_without_redis_a_keyed_post_is_refused_and_a_plain_one_runs(
+    services: Services, tokens: TokenService, staff: dict[str, str], tenant: str
+) -> None:
+    broken = dataclasses.replace(services, redis=connect_cache("redis://127.0.0.1:1/0"))
+    async with serve(broken, tokens) as client:
+        keyed = await client.post(
+            "/v1/customers", json=registration(tenant), headers={**staff, "Idempotency-Key": "a"}
+        )
+        assert keyed.status_code == 503
+        assert keyed.json()["type"].endswith("/idempotency-unavailable")
+        assert keyed.headers["retry-after"] == "1"
+        plain = await client.post("/v1/customers", json=registration(tenant), headers=staff)
+        assert plain.status_code == 201  # rate limits fail open
+    await broken.redis.aclose()
+
+
+# --- rate limits and body limits ----------------------------------------------------------------
+
+
+async def test_an_address_over_its_limit_gets_429_with_retry_after(
+    services: Services, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "3")
+    async with serve(services, tokens, peer=some_address()) as client:
+        for _ in range(3):
+            assert (await client.get("/v1/keys")).status_code == 200
+        limited = await client.get("/v1/keys")
+        assert limited.status_code == 429
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        assert limited.json()["type"].endswith("/rate-limited")
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert (await client.get("/healthz")).status_code == 200  # liveness is never limited
+
+
+async def test_a_credential_is_limited_from_every_address(
+    services: Services, tokens: TokenService, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_CREDENTIAL", "2")
+    headers = bearer(tokens, "ann", tenant, Role.FINANCE)
+    statuses = []
+    for _ in range(3):
+        async with serve(services, tokens, peer=some_address()) as client:
+            statuses.append(await client.get(f"/v1/customers/{tenant}", headers=headers))
+    assert [answer.status_code for answer in statuses[:2]] == [404, 404]  # no such customer
+    assert statuses[2].status_code == 429
+    assert "credential" in statuses[2].json()["detail"]
+
+
+async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    services: Services, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "2")
+    monkeypatch.setenv("VALUELEDGER_TRUSTED_PROXIES", "10.0.0.0/8")
+    async with serve(services, tokens, peer=some_address()) as client:
+        statuses = [
+            (await client.get("/v1/keys", headers={"X-Forwarded-For": some_address()})).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+
+
+async def test_a_trusted_proxy_is_believed_and_only_right_of_the_client(
+    services: Services, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "2")
+    monkeypatch.setenv("VALUELEDGER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.10")
+    proxy = f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.7"
+    alice, bob = some_address(), some_address()
+    async with serve(services, tokens, peer=proxy) as client:
+
+        async def status(forwarded: str) -> int:
+            answer = await client.get("/v1/keys", headers={"X-Forwarded-For": forwarded})
+            return answer.status_code
+
+        # Alice behind two trusted hops; what she wrote left of her own address is ignored.
+        assert await status(f"{some_address()}, {alice}, 192.0.2.10") == 200
+        assert await status(f"{some_address()}, {alice}, 192.0.2.10") == 200
+        assert await status(f"{alice}") == 429
+        assert await status(f"{bob}") == 200  # another client behind the same proxy
+
+
+def test_settings_and_scanners() -> None:
+    settings = RateLimitSettings.from_env(
+        {
+            "VALUELEDGER_RATE_LIMIT_CREDENTIAL": "5",
+            "VALUELEDGER_RATE_LIMIT_ADDRESS": "0",
+            "VALUELEDGER_TRUSTED_PROXIES": "10.0.0.0/8,::1",
+        }
+    )
+    assert (settings.per_credential, settings.per_address, settings.window_seconds) == (5, 0, 60)
+    assert len(settings.trusted_proxies) == 2
+    assert RateLimitSettings.from_env({}) == RateLimitSettings()
+    with pytest.raises(ValueError, match="VALUELEDGER_TRUSTED_PROXIES"):
+        parse_networks("10.0.0.0/8, proxy.example")
+    with pytest.raises(ValueError, match="VALUELEDGER_RATE_LIMIT_ADDRESS"):
+        RateLimitSettings.from_env({"VALUELEDGER_RATE_LIMIT_ADDRESS": "-1"})
+
+    assert not json_depth_exceeds(b"[" * 32 + b"]" * 32)
+    assert json_depth_exceeds(b"[" * 33 + b"]" * 33)
+    assert not json_depth_exceeds(b'{"a": "' + b"[" * 100 + b'"}')  # inside a string
+    assert not json_depth_exceeds(b'["\\"' + b"[" * 40 + b'"]')  # an escaped quote
+    assert json_depth_exceeds(b'["\\\\"' + b"[" * 40)  # an escaped backslash ends the string
+
+
+async def test_deep_json_is_400_and_a_huge_body_413(client: Client, staff: dict[str, str]) -> None:
+    deep: Any = "x"
+    for _ in range(40):
+        deep = {"n": deep}
+    refused = await client.post(
+        "/v1/customers",
+        content=json.dumps(deep),
+        headers={**staff, "Content-Type": "application/json"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["type"].endswith("/json-too-deep")
+    unlabelled = await client.post(
+        "/v1/customers", content=json.dumps(deep), headers={**staff, "Content-Type": "text/plain"}
+    )
+    assert unlabelled.status_code == 400  # whatever the Content-Type claims
+
+    huge = b'{"name": "' + b"x" * (300 * 1024) + b'"}'
+    too_large = await client.post(
+        "/v1/customers", content=huge, headers={**staff, "Content-Type": "application/json"}
+    )
+    assert too_large.status_code == 413
+    assert too_large.headers["content-type"].startswith("application/problem+json")
+
+
+# --- logs, traces, metrics, probes --------------------------------------------------------------
+
+
+async def test_one_log_line_per_request_with_its_context_and_no_secrets(
+    client: Client, tokens: TokenService, staff: dict[str, str], tenant: str
+) -> None:
+    await client.post("/v1/customers", json=registration(tenant), headers=staff)
+    reader = bearer(tokens, "ann", tenant, Role.FINANCE)
+    token = reader["Authorization"].removeprefix("Bearer ")
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    saved = structlog.get_config()
+    output = io.StringIO()
+    configure_logging("INFO", file=output, cache=False)
+    try:
+        answer = await client.get(
+            f"/v1/customers/{tenant}",
+            headers={
+                **reader,
+                "X-Request-Id": "req-42",
+                "traceparent": traceparent,
+                "Cookie": "vl_session=cookie-secret",
+                "Idempotency-Key": "idem-secret",
+            },
+        )
+        generated = await client.get("/v1/keys")
+    finally:
+        structlog.configure(**saved)
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"] == "req-42"
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    requests = [line for line in lines if line["event"] == "request"]
+    assert len(requests) == 2, lines
+    first, second = requests
+    assert first["request_id"] == "req-42"
+    assert first["trace_id"] == trace_id
+    assert first["tenant"] == tenant
+    assert first["user"] == "ann"
+    assert first["route"] == "/v1/customers/{customer_id}"
+    assert first["status"] == 200
+    assert first["method"] == "GET"
+    assert first["duration_ms"] >= 0
+    assert first["level"] == "info"
+    assert "timestamp" in first
+    assert second["request_id"] == generated.headers["x-request-id"]
+    assert len(second["trace_id"]) == 32
+    assert second["tenant"] is None
+    text = output.getvalue()
+    for secret in (token, "cookie-secret", "idem-secret"):
+        assert secret not in text
+
+
+def test_the_redaction_processor_blanks_secrets() -> None:
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": "x",
+            "authorization": "Bearer abc",
+            "api_key": "k",
+            "detail": "sent Bearer abc.def and eyJhbGciOi.eyJzdWIi.c2ln",
+            "user": "ann",
+        },
+    )
+    assert event["authorization"] == event["api_key"] == "[redacted]"
+    assert event["detail"] == "sent [redacted] and [redacted]"
+    assert event["user"] == "ann"
+
+
+async def test_metrics_show_requests_cache_and_projection_lag(
+    client: Client, staff: dict[str, str], tenant: str
+) -> None:
+    await client.post("/v1/customers", json=registration(tenant), headers=staff)
+    await client.get(f"/v1/customers/{tenant}/dashboard", headers=staff)
+    answer = await client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+    assert (
+        'valueledger_http_request_duration_seconds_bucket{le="0.005",method="POST",'
+        'route="/v1/customers",status="201"}' in text
+    )
+    assert (
+        'valueledger_http_requests_total{method="POST",route="/v1/customers",status="201"}' in text
+    )
+    assert 'valueledger_cache_requests_total{outcome="' in text
+    assert 'valueledger_projection_lag_events{projector="' in text
+    assert 'valueledger_projection_lag_seconds{projector="' in text
+
+
+async def test_readyz_answers_for_postgres_redis_and_projection_lag(
+    services: Services,
+    tokens: TokenService,
+    staff: dict[str, str],
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VALUELEDGER_READY_MAX_LAG_EVENTS", str(10**9))
+    monkeypatch.setenv("VALUELEDGER_READY_MAX_LAG_SECONDS", str(10**9))
+    async with serve(services, tokens) as client:
+        await client.post("/v1/customers", json=registration(tenant), headers=staff)
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert {check["name"]: check["ok"] for check in ready.json()["checks"]} == {
+            "postgres": True,
+            "redis": True,
+            "projections": True,
+        }
+        # Nothing projects in these tests, so with no lag allowed the projectors are behind.
+        monkeypatch.setenv("VALUELEDGER_READY_MAX_LAG_EVENTS", "0")
+        lagging = await client.get("/readyz")
+        assert lagging.status_code == 503
+        assert lagging.json()["detail"] == "not ready: projections"
+
+    broken = dataclasses.replace(services, redis=connect_cache("redis://127.0.0.1:1/0"))
+    monkeypatch.setenv("VALUELEDGER_READY_MAX_LAG_EVENTS", str(10**9))
+    async with serve(broken, tokens) as client:
+        unready = await client.get("/readyz")
+    await broken.redis.aclose()
+    assert unready.status_code == 503
+    body = unready.json()
+    assert unready.headers["content-type"].startswith("application/problem+json")
+    assert body["type"].endswith("/not-ready")
+    assert body["detail"] == "not ready: redis"
+    checks = {check["name"]: check for check in body["checks"]}
+    assert checks["redis"]["ok"] is False
+    assert checks["postgres"]["ok"] is True
