@@ -24,6 +24,7 @@ from api.auth import (
     authenticate_api_key,
 )
 from api.policy import POLICY
+from api.problems import ApiProblem
 from commands.handling import Outcome, Trace
 from valueledger.services import Services
 
@@ -128,5 +129,10 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise NotFoundException(detail="If-Match must be the ETag of a GET: a quoted number")
+        raise ApiProblem(
+            400,
+            "invalid-if-match",
+            "If-Match is not a version",
+            'If-Match must be an ETag this API gave: a quoted number such as "3"',
+        )
     return int(text)

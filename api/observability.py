@@ -126,14 +126,19 @@ def configure_logging(
 
 
 def configure_tracing(service_name: str = "valueledger") -> bool:
-    """Install the OpenTelemetry SDK with an OTLP exporter, if the ``otel`` extra is installed
-    and OTEL_SDK_DISABLED is not true. Endpoint, headers, protocol, sampler and resource come
-    from the standard OTEL_* variables; OTEL_SERVICE_NAME overrides `service_name`. Returns
-    whether spans are now exported."""
+    """Install the OpenTelemetry SDK with an OTLP exporter, if the ``otel`` extra is installed,
+    an OTLP endpoint is configured and OTEL_SDK_DISABLED is not true. Endpoint, headers,
+    protocol, sampler and resource come from the standard OTEL_* variables; OTEL_SERVICE_NAME
+    overrides `service_name`. Returns whether spans are now exported."""
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return False
     if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "none":
         return False
+    if not any(
+        os.environ.get(name)
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return False  # nowhere configured to send spans: keep the no-op tracer
     protocol = os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
     )
@@ -288,12 +293,16 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
+DEFAULT_MAX_LAG_EVENTS: Final = 10_000
+DEFAULT_MAX_LAG_SECONDS: Final = 60.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadinessSettings:
     """How far behind the projectors may be while the API still calls itself ready."""
 
-    max_lag_events: int = 10_000
-    max_lag_seconds: float = 60.0
+    max_lag_events: int = DEFAULT_MAX_LAG_EVENTS
+    max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReadinessSettings:
@@ -302,8 +311,8 @@ class ReadinessSettings:
         seconds = env.get("VALUELEDGER_READY_MAX_LAG_SECONDS", "").strip()
         try:
             return cls(
-                max_lag_events=int(events) if events else cls.max_lag_events,
-                max_lag_seconds=float(seconds) if seconds else cls.max_lag_seconds,
+                max_lag_events=int(events) if events else DEFAULT_MAX_LAG_EVENTS,
+                max_lag_seconds=float(seconds) if seconds else DEFAULT_MAX_LAG_SECONDS,
             )
         except ValueError:
             raise ValueError(

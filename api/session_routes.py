@@ -30,7 +30,6 @@ from litestar.params import FromPath, JSONBody
 
 from api.auth import API_KEY_USER_PREFIX, COOKIE_NAME, VENDOR, Principal, new_password
 from api.common import Api, api_of, now
-from api.policy import CUSTOMER_ADMINS, EVERYONE, POLICY
 from api.problems import ApiProblem
 from api.staff import check_login, is_vendor_staff, set_password
 from commands.aggregates import CUSTOMER
@@ -81,15 +80,6 @@ class OneTimePassword(msgspec.Struct, frozen=True, kw_only=True):
 class ChangePasswordBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     current_password: Password
     new_password: NewPassword
-
-
-SESSION_POLICY: Final[dict[str, frozenset[Role]]] = {
-    "set_user_password": CUSTOMER_ADMINS,
-    "change_own_password": EVERYONE,
-}
-"""This module's rows of `api.policy.POLICY`, added to it here until they are written there."""
-for _operation, _roles in SESSION_POLICY.items():
-    POLICY.setdefault(_operation, _roles)
 
 
 class _CredentialsRefusedError(Exception):

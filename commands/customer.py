@@ -93,6 +93,7 @@ async def issue_api_key(
     by: str,
     by_role: Role,
     trace: Trace | None = None,
+    expected_version: int | None = None,
 ) -> IssuedApiKey:
     """Make a new key with 256 random bits of secret and record only its digest."""
     key_id = secrets.token_hex(8)
@@ -106,7 +107,8 @@ async def issue_api_key(
         by=by,
         by_role=by_role,
     )
-    return IssuedApiKey(await handle_customer(store, command, trace=trace), key_id, presented)
+    outcome = await handle_customer(store, command, trace=trace, expected_version=expected_version)
+    return IssuedApiKey(outcome, key_id, presented)
 
 
 def matching_api_key(account: customer.CustomerAccount, presented: str) -> customer.ApiKey | None:

@@ -17,6 +17,7 @@ from typing import IO, Any, ParamSpec, TypeVar
 
 import asyncpg
 import click
+import httpx
 import msgspec
 
 from api.staff import create_first_admin
@@ -38,6 +39,7 @@ from projections.projector import Projector
 from projections.registry import PROJECTORS
 from projections.runner import rebuild
 from valueledger.bootstrap import prepare_database
+from valueledger.demo import run_demo
 from valueledger.serve import ServeRole
 from valueledger.serve import serve as run_service
 from valueledger.servers import servers
@@ -506,6 +508,28 @@ def serve(host: str, port: int, role: ServeRole) -> None:
                 first_admin=lambda services: create_first_admin(services.pool),
             )
         )
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The API's URL.")
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the demo customer's exported ledger (default: a temporary file).",
+)
+@one_line_errors
+def demo(url: str, bundle: Path | None) -> None:
+    """Drive a whole onboarding through the API of a running `valueledger serve` (same
+    configuration), then export the customer's ledger and verify it offline."""
+    settings = _settings()
+    with _database(settings) as database_url:
+        try:
+            _run(run_demo(settings, database_url, url, bundle=bundle, say=click.echo))
+        except httpx.TransportError as error:
+            raise CommandError(
+                f"no valueledger API answers at {url} ({type(error).__name__}); "
+                "start it with `valueledger serve`"
+            ) from None
 
 
 @main.command("key-id")

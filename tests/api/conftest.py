@@ -13,6 +13,7 @@ import pytest
 
 from api.app import create_app
 from api.auth import VENDOR, TokenService
+from api.staff import add_vendor_staff
 from domain.roles import Role
 from tests.conftest import settings_for
 from valueledger.services import Services, open_services
@@ -50,6 +51,7 @@ def bearer(tokens: TokenService, user: str, tenant: str, role: Role) -> dict[str
 
 
 @pytest.fixture
-def staff(tokens: TokenService) -> dict[str, str]:
-    """Headers of a vendor staff member (ADMIN)."""
+async def staff(services: Services, tokens: TokenService) -> dict[str, str]:
+    """Headers of a vendor staff member (ADMIN), listed as current vendor staff."""
+    await add_vendor_staff(services.pool, "staff-1")
     return bearer(tokens, "staff-1", VENDOR, Role.ADMIN)

@@ -10,13 +10,11 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 from litestar import Litestar
 
 from api.app import create_app
 from api.auth import TokenService
 from api.ledger_routes import CHUNK_BYTES
-from api.policy import EVERYONE, POLICY
 from domain.roles import Role
 from eventstore.bundle import record_line
 from eventstore.receipts import load_public_key_pem
@@ -27,14 +25,6 @@ from tests.api.test_customers import registration
 from valueledger.services import Services
 
 Client = httpx.AsyncClient
-
-
-@pytest.fixture(autouse=True)
-def ledger_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The routes' policy entries, until api/policy.py lists them (the same roles)."""
-    for operation in ("get_receipt", "export_ledger"):
-        if operation not in POLICY:
-            monkeypatch.setitem(POLICY, operation, EVERYONE)
 
 
 async def fill_ledger(services: Services, tenant: str, records: int) -> None:

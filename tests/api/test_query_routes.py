@@ -1,0 +1,284 @@
+"""Query routes over the read models, black-box over HTTP: the projectors are caught up by the
+test (no projector runs in the background), then the routes answer from what they wrote."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from api.auth import VENDOR, TokenService
+from api.query_routes import READ_YOUR_WRITES_WAIT
+from api.staff import add_vendor_staff
+from domain.roles import Role
+from projections.registry import BY_NAME
+from projections.runner import ProjectionRunner
+from tests.api.conftest import bearer
+from tests.api.test_command_routes import (
+    APPROVERS,
+    Team,
+    approved_definition,
+    complete_setup,
+    content,
+    created,
+    refused,
+    register_team,
+)
+from valueledger.services import Services
+
+Client = httpx.AsyncClient
+
+
+async def catch_up(services: Services, *names: str) -> None:
+    for name in names:
+        runner = ProjectionRunner(
+            services.pool, BY_NAME[name], invalidate=services.cache.invalidate
+        )
+        await runner.catch_up()
+
+
+def page(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def raise_alerts(client: Client, team: Team) -> list[str]:
+    ids = []
+    for n, severity in enumerate(("info", "critical", "warning")):
+        answer = await client.post(
+            team.url("/alerts"),
+            json={
+                "kind": "manual",
+                "severity": severity,
+                "summary": f"alert {n}",
+                "evidence": {"n": str(n)},
+            },
+            headers=team.tom,
+        )
+        ids.append(created(answer)["alert_id"])
+    return ids
+
+
+async def test_a_query_waits_for_the_write_it_is_given_then_answers(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    await catch_up(services, "receipts")
+    written = created(await client.post(team.url("/api-keys"), json={}, headers=team.cara))
+
+    started = time.monotonic()
+    behind = await client.get(
+        team.url("/receipts"), params={"min_position": written["cursor"]}, headers=team.cara
+    )
+    refused(behind, 503, "read-model-behind")
+    assert behind.headers["retry-after"] == "1"
+    assert time.monotonic() - started >= READ_YOUR_WRITES_WAIT * 0.9
+
+    await catch_up(services, "receipts")
+    body = page(
+        await client.get(
+            team.url("/receipts"), params={"min_position": written["cursor"]}, headers=team.cara
+        )
+    )
+    assert [item["type"] for item in body["items"]][-1] == "ApiKeyIssued"
+    assert written["seqs"][-1] == body["items"][-1]["seq"]
+
+    refused(
+        await client.get(team.url("/receipts"), params={"min_position": "x"}, headers=team.cara),
+        400,
+        "invalid-request",
+    )
+
+
+async def test_the_receipts_index_pages_by_seq(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    await catch_up(services, "receipts")
+    first = page(await client.get(team.url("/receipts"), params={"limit": 3}, headers=team.tom))
+    assert [item["seq"] for item in first["items"]] == [1, 2, 3]
+    assert first["next_after"] == "3"
+    rest = page(
+        await client.get(
+            team.url("/receipts"), params={"after": first["next_after"]}, headers=team.tom
+        )
+    )
+    assert [item["seq"] for item in rest["items"]] == [4]
+    assert rest["next_after"] is None
+    assert rest["items"][0]["type"] == "UserInvited"
+    refused(await client.get(team.url("/receipts"), params={"after": "-1"}, headers=team.tom), 400)
+    refused(await client.get(team.url("/receipts"), params={"limit": 0}, headers=team.tom), 400)
+
+
+async def test_alerts_are_listed_filtered_and_paged(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    info, critical, warning = await raise_alerts(client, team)
+    resolved = created(
+        await client.post(
+            team.url(f"/alerts/{info}/resolve"), json={"note": "fine"}, headers=team.tom
+        )
+    )
+    await catch_up(services, "alerts")
+
+    everything = page(
+        await client.get(
+            team.url("/alerts"), params={"min_position": resolved["cursor"]}, headers=team.fay
+        )
+    )
+    assert [item["alert_id"] for item in everything["items"]] == [warning, critical, info]
+    assert everything["items"][0]["evidence"] == {"n": "2"}
+
+    unresolved = page(
+        await client.get(team.url("/alerts"), params={"status": "unresolved"}, headers=team.fay)
+    )
+    assert [item["alert_id"] for item in unresolved["items"]] == [warning, critical]
+    criticals = page(
+        await client.get(team.url("/alerts"), params={"severity": "critical"}, headers=team.fay)
+    )
+    assert [item["alert_id"] for item in criticals["items"]] == [critical]
+
+    first = page(await client.get(team.url("/alerts"), params={"limit": 2}, headers=team.fay))
+    assert len(first["items"]) == 2
+    second = page(
+        await client.get(
+            team.url("/alerts"), params={"limit": 2, "after": first["next_after"]}, headers=team.fay
+        )
+    )
+    assert [item["alert_id"] for item in second["items"]] == [info]
+    assert second["next_after"] is None
+
+    refused(
+        await client.get(team.url("/alerts"), params={"severity": "dire"}, headers=team.fay), 400
+    )
+    refused(await client.get(team.url("/alerts"), params={"after": "zzz"}, headers=team.fay), 400)
+    other = bearer(tokens, "fay", "globex", Role.FINANCE)
+    refused(await client.get(team.url("/alerts"), headers=other), 404)
+
+
+async def test_tickets_per_customer_and_per_assignee(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    for member in ("staff-1", "olga"):  # tickets go to current vendor staff only
+        await add_vendor_staff(services.pool, member)
+    team = await register_team(client, tokens, tenant)
+    ids = []
+    for subject in ("first", "second"):
+        answer = await client.post(
+            team.url("/tickets"), json={"subject": subject, "body": "help"}, headers=team.cara
+        )
+        ids.append(created(answer)["ticket_id"])
+    assigned = created(
+        await client.post(
+            team.url(f"/tickets/{ids[0]}/assign"), json={"assignee": "olga"}, headers=team.staff
+        )
+    )
+
+    behind = await client.get(
+        team.url("/tickets"), params={"min_position": assigned["cursor"]}, headers=team.cara
+    )
+    refused(behind, 503)
+    await catch_up(services, "tickets")
+
+    listed = page(
+        await client.get(
+            team.url("/tickets"), params={"min_position": assigned["cursor"]}, headers=team.cara
+        )
+    )
+    assert [item["ticket_id"] for item in listed["items"]] == [ids[1], ids[0]]
+    assert "subject" not in listed["items"][0]
+    in_progress = page(
+        await client.get(team.url("/tickets"), params={"status": "in_progress"}, headers=team.tom)
+    )
+    assert [item["ticket_id"] for item in in_progress["items"]] == [ids[0]]
+    refused(
+        await client.get(team.url("/tickets"), params={"status": "lost"}, headers=team.tom), 400
+    )
+
+    refused(await client.get("/v1/tickets", headers=team.cara), 403)
+    olga = bearer(tokens, "olga", VENDOR, Role.ADMIN)
+    mine = page(await client.get("/v1/tickets", headers=olga))
+    assert [(item["tenant"], item["ticket_id"]) for item in mine["items"]] == [(tenant, ids[0])]
+    theirs = page(
+        await client.get(
+            "/v1/tickets", params={"assignee": "olga", "tenant": tenant}, headers=team.staff
+        )
+    )
+    assert [item["ticket_id"] for item in theirs["items"]] == [ids[0]]
+
+
+async def test_the_approvals_queue_is_the_approvers_own(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    await complete_setup(client, team)
+    created(
+        await client.post(
+            team.url("/definitions"),
+            json={"definition_id": "value", **content()},
+            headers=team.fay,
+        )
+    )
+    submitted = created(
+        await client.post(
+            team.url("/definitions/value/versions/1/submit"), json=APPROVERS, headers=team.fay
+        )
+    )
+    await catch_up(services, "approvals")
+
+    waiting = page(
+        await client.get(
+            "/v1/approvals", params={"min_position": submitted["cursor"]}, headers=team.fay
+        )
+    )
+    assert [
+        (item["tenant"], item["definition_id"], item["stage"]) for item in waiting["items"]
+    ] == [(tenant, "value", "FINANCE_REVIEW")]
+    assert page(await client.get("/v1/approvals", headers=team.tom))["items"] == []
+    refused(await client.get("/v1/approvals", params={"approver": "fay"}, headers=team.tom), 403)
+    refused(await client.get("/v1/approvals", params={"tenant": "globex"}, headers=team.fay), 404)
+
+    refused(await client.get("/v1/approvals", headers=team.staff), 400)
+    seen = page(
+        await client.get(
+            "/v1/approvals", params={"approver": "fay", "tenant": tenant}, headers=team.staff
+        )
+    )
+    assert [item["version"] for item in seen["items"]] == [1]
+
+
+async def test_the_vendor_overview_is_for_vendor_staff(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    await complete_setup(client, team)
+    await approved_definition(client, team)
+    refused(await client.get("/v1/overview", headers=team.cara), 403)
+
+    await catch_up(services, "dashboard")
+    overview = page(await client.get("/v1/overview", params={"tenant": tenant}, headers=team.staff))
+    assert overview["customers"] == 1
+    assert overview["versions_approved"] == 1
+    assert page(await client.get("/v1/overview", headers=team.staff))["customers"] >= 1
+
+    went_live = created(
+        await client.post(
+            team.url("/billing/go-live"),
+            json={"billing_starts_at": "2099-01-01T00:00:00Z"},
+            headers=team.cara,
+        )
+    )
+    await catch_up(services, "dashboard")
+    fresh = page(
+        await client.get(
+            "/v1/overview",
+            params={"tenant": tenant, "min_position": went_live["cursor"]},
+            headers=team.staff,
+        )
+    )
+    assert fresh["went_live"] == 1
+    cached = page(await client.get("/v1/overview", params={"tenant": tenant}, headers=team.staff))
+    assert cached["went_live"] == 1
