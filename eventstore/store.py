@@ -325,7 +325,7 @@ SELECT {_EVENT_COLUMNS} FROM events
 WHERE (epoch, tx_id, position) > ($1, $2::text::xid8, $3)
   AND (epoch < (SELECT max(epoch) FROM store_epochs)
        OR tx_id < pg_snapshot_xmin(pg_current_snapshot()))
-ORDER BY epoch, tx_id, position
+ORDER BY events.epoch, events.tx_id, events.position
 LIMIT $4
 """
 
