@@ -38,9 +38,16 @@ class Table(Generic[Row]):
     key: tuple[str, ...]
     key_types: tuple[str, ...]
     columns: tuple[str, ...] = field(init=False)
+    column_types: tuple[str, ...] = field(init=False)
+    """Each column's PostgreSQL array element type, from its Python type (for unnest)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "columns", self.row_type.__struct_fields__)
+        info = msgspec.inspect.type_info(self.row_type)
+        assert isinstance(info, msgspec.inspect.StructType)  # noqa: S101 (Row is a Struct)
+        object.__setattr__(self, "columns", tuple(f.name for f in info.fields))
+        object.__setattr__(
+            self, "column_types", tuple(_pg_type(self.name, f.name, f.type) for f in info.fields)
+        )
         if len(self.key) != len(self.key_types) or not set(self.key) <= set(self.columns):
             raise ValueError(f"table {self.name}: key columns must be columns, each with a type")
 
@@ -58,20 +65,44 @@ class Table(Generic[Row]):
 
     @property
     def upsert_sql(self) -> str:
-        placeholders = ", ".join(f"${n}" for n in range(1, len(self.columns) + 1))
+        """One statement for many rows: each column arrives as one array (unnest), which is
+        far cheaper than a Bind/Execute per row."""
+        arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(self.column_types, 1))
         updates = ", ".join(
             f"{column} = EXCLUDED.{column}" for column in self.columns if column not in self.key
         )
         conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         return (
-            f"INSERT INTO {self.name} ({', '.join(self.columns)}) VALUES ({placeholders})"
-            f" ON CONFLICT ({', '.join(self.key)}) {conflict}"
+            f"INSERT INTO {self.name} ({', '.join(self.columns)})"
+            f" SELECT * FROM unnest({arrays}) ON CONFLICT ({', '.join(self.key)}) {conflict}"
         )
 
     @property
     def delete_sql(self) -> str:
-        condition = " AND ".join(f"{column} = ${n}" for n, column in enumerate(self.key, 1))
-        return f"DELETE FROM {self.name} WHERE {condition}"
+        keys = ", ".join(self.key)
+        arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(self.key_types, 1))
+        return f"DELETE FROM {self.name} WHERE ({keys}) IN (SELECT * FROM unnest({arrays}))"
+
+
+_PG_TYPES: Final[dict[type[msgspec.inspect.Type], str]] = {
+    msgspec.inspect.StrType: "text",
+    msgspec.inspect.IntType: "int8",
+    msgspec.inspect.BoolType: "bool",
+    msgspec.inspect.DecimalType: "numeric",
+    msgspec.inspect.DateTimeType: "timestamptz",
+}
+
+
+def _pg_type(table: str, column: str, kind: msgspec.inspect.Type) -> str:
+    """The PostgreSQL type of a row field (an optional field has its value's type)."""
+    if isinstance(kind, msgspec.inspect.UnionType):
+        present = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(present) == 1:
+            kind = present[0]
+    name = _PG_TYPES.get(type(kind))
+    if name is None:
+        raise TypeError(f"table {table}: column {column} has a type rows cannot hold: {kind}")
+    return name
 
 
 _GONE: Final = object()
@@ -124,8 +155,8 @@ class View:
             ]
             deletes = [key for key, row in changed.items() if row is _GONE]
             if upserts:
-                await connection.executemany(table.upsert_sql, upserts)
+                await connection.execute(table.upsert_sql, *map(list, zip(*upserts, strict=True)))
             if deletes:
-                await connection.executemany(table.delete_sql, deletes)
+                await connection.execute(table.delete_sql, *map(list, zip(*deletes, strict=True)))
             written += len(upserts) + len(deletes)
         return written
