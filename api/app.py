@@ -31,6 +31,7 @@ from api.common import (
 )
 from api.problems import problem_response
 from commands.customer import handle_customer, open_account
+from commands.streams import tenant_of
 from domain import customer
 from domain.roles import Role
 from projections import queries
@@ -172,6 +173,7 @@ async def customer_dashboard(
     refreshed as soon as the projector changes it."""
     del principal
     api = api_of(request)
+    tenant_of(customer_id)  # an id that cannot be a customer's is a bad request, not a miss
 
     async def load() -> queries.Dashboard:
         dashboard = await queries.customer_dashboard(api.services.pool, customer_id)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+import asyncpg
 import msgspec
 import structlog
 from litestar import Request, Response
@@ -176,6 +177,18 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
             )
         case StreamNameError() | InvalidAppendError() | PersonalDataError():
             return _simple(HTTP_400_BAD_REQUEST, "invalid-request", error, instance), {}
+        case asyncpg.CharacterNotInRepertoireError() | asyncpg.UntranslatableCharacterError():
+            # Text PostgreSQL cannot hold (a NUL) reached a query as a parameter: bad input.
+            return (
+                Problem(
+                    type=PROBLEM_BASE + "invalid-request",
+                    title="The request is not valid",
+                    status=HTTP_400_BAD_REQUEST,
+                    detail="a parameter holds a character text cannot contain (such as NUL)",
+                    instance=instance,
+                ),
+                {},
+            )
         case ValidationException():
             return _validation(error, instance), {}
         case NotAuthorizedException():
