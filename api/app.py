@@ -79,7 +79,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@post("/v1/customers", summary="Register a customer (ADMIN)")
+@post(
+    "/v1/customers",
+    summary="Register a customer (ADMIN)",
+    responses=command_routes.problems(command_routes.COMMAND_ERRORS),
+)
 async def register_customer(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -111,7 +115,11 @@ async def register_customer(
     return accepted(outcome)
 
 
-@get("/v1/customers/{customer_id:str}", summary="A customer's account")
+@get(
+    "/v1/customers/{customer_id:str}",
+    summary="A customer's account",
+    responses=command_routes.problems(command_routes.READ_ERRORS),
+)
 async def get_customer(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -134,7 +142,11 @@ async def get_customer(
     return Response(summary, headers={"ETag": f'"{version}"'})
 
 
-@post("/v1/customers/{customer_id:str}/users", summary="Invite a user")
+@post(
+    "/v1/customers/{customer_id:str}/users",
+    summary="Invite a user",
+    responses=command_routes.problems(command_routes.COMMAND_ERRORS),
+)
 async def invite_user(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -163,7 +175,11 @@ async def invite_user(
     return accepted(outcome)
 
 
-@get("/v1/customers/{customer_id:str}/dashboard", summary="The customer's dashboard")
+@get(
+    "/v1/customers/{customer_id:str}/dashboard",
+    summary="The customer's dashboard",
+    responses=command_routes.problems(command_routes.READ_ERRORS),
+)
 async def customer_dashboard(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],

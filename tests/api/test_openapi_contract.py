@@ -177,37 +177,16 @@ class Finding:
 
 FINDINGS: Final = (
     # --- answers the document does not describe ---
-    Finding("staff", "POST /v1/customers", "conforms", PROBLEM_400),
-    Finding(
-        "staff",
-        "GET /v1/customers/{customer_id}",
-        "conforms",
-        PROBLEM_400 + "; 404 (no such customer) is not documented",
-    ),
-    Finding(
-        "customer",
-        "GET /v1/customers/{customer_id}",
-        "conforms",
-        "404 (another customer's id) is not documented (200, 400 are)",
-    ),
-    Finding(
-        "staff",
-        "POST /v1/customers/{customer_id}/users",
-        "conforms",
-        PROBLEM_400 + "; 404 (no such customer) is not documented",
-    ),
     Finding(
         "staff",
         "GET /v1/customers/{customer_id}/dashboard",
         "conforms",
-        "500 (see no-5xx) and 404 (no dashboard yet) are not documented (200, 400 are); in a "
-        "200, GoLiveStatus.time_to_go_live: " + FRACTIONAL_DURATION,
+        "in a 200, GoLiveStatus.time_to_go_live: " + FRACTIONAL_DURATION,
     ),
     Finding(
         "customer",
         "GET /v1/customers/{customer_id}/dashboard",
         "conforms",
-        "404 (another customer's id, or no dashboard yet) is not documented (200, 400 are); "
         "in a 200, GoLiveStatus.time_to_go_live: " + FRACTIONAL_DURATION,
     ),
     Finding(
