@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import msgspec
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from bench.common import progress, throwaway_database
 from eventstore.canonical import canonical_json
 from eventstore.db import apply_schema
 from eventstore.receipts import (
@@ -198,15 +199,6 @@ class Report:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rates: dict[str, Rate] = field(default_factory=dict)
     verify: VerifyResult = field(default_factory=lambda: VerifyResult("skipped"))
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
 
 
 # ------------------------------------------------------------------------------- raw inserts
@@ -544,22 +536,10 @@ async def measure(plan: Plan, url: str, data_dir: Path, report: Report) -> None:
 async def run(plan: Plan, server_url: str) -> Report:
     name = f"vl_bench_{os.getpid()}"
     report = Report(plan=plan, database=name, load_before=os.getloadavg())
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(server_url, name)
-    try:
+    async with throwaway_database(server_url, name) as url:
         await apply_schema(url)
         with tempfile.TemporaryDirectory(prefix="vl_bench_") as data_dir:
             await measure(plan, url, Path(data_dir), report)
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
     report.load_after = os.getloadavg()
     return report
 

@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -60,12 +59,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 import redis.asyncio
 
+from bench.common import percentile, progress, throwaway_database
 from commands.definition import handle_definition
 from commands.golive import handle_billing
 from domain import golive
@@ -194,23 +193,6 @@ class Report:
     read_misses: int = 0
     loads: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     """The load average as each phase started: other work on the machine shows here."""
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 # ------------------------------------------------------------------------------------- fill
@@ -648,13 +630,7 @@ async def measure(
 async def run(plan: Plan, server_url: str, redis_url: str | None) -> Report:
     name = f"vl_bench_{os.getpid()}"
     report = Report(plan=plan, database=name, load_before=os.getloadavg())
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(server_url, name)
-    try:
+    async with throwaway_database(server_url, name) as url:
         await apply_schema(url)
         with tempfile.TemporaryDirectory(prefix="vl_bench_") as data_dir:
             handle = None
@@ -670,12 +646,6 @@ async def run(plan: Plan, server_url: str, redis_url: str | None) -> Report:
                 await client.aclose()
                 if handle is not None:
                     stop_embedded(handle)
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
     report.load_after = os.getloadavg()
     return report
 
