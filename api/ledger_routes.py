@@ -21,6 +21,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from api.auth import Principal
+from api.command_routes import problems
 from api.common import api_of, now
 from api.problems import ApiProblem
 from eventstore.bundle import header_line, record_line, record_lines
@@ -111,6 +112,7 @@ async def signing_keys_jwks(request: Request[Any, Any, Any]) -> Response[Jwks]:
     "/v1/customers/{customer_id:str}/receipts/{seq:int}",
     summary="One receipt, in the receipt format v1",
     media_type="application/json",
+    responses=problems((400, 401, 403, 404)),
 )
 async def get_receipt(
     request: Request[Any, Any, Any],
@@ -138,6 +140,7 @@ async def get_receipt(
     "/v1/customers/{customer_id:str}/export",
     summary="The customer's ledger as a bundle (valueledger-bundle/1), streamed",
     media_type=NDJSON,
+    responses=problems((400, 401, 403, 404)),
 )
 async def export_ledger(
     request: Request[Any, Any, Any],

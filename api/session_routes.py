@@ -29,6 +29,7 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
 from api.auth import API_KEY_USER_PREFIX, COOKIE_NAME, VENDOR, Principal, new_password
+from api.command_routes import problems
 from api.common import Api, api_of, now
 from api.problems import ApiProblem
 from api.staff import check_login, is_vendor_staff, set_password
@@ -147,7 +148,12 @@ def _set_session_cookie(response: Response[Any], token: str, max_age: int) -> No
     )
 
 
-@post("/v1/auth/login", status_code=200, summary="Log in: a short-lived token and its cookie")
+@post(
+    "/v1/auth/login",
+    status_code=200,
+    summary="Log in: a short-lived token and its cookie",
+    responses=problems((400, 401, 403)),
+)
 async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> Response[Session]:
     """Check a local user's password; answer a bearer token and set the same token as the
     session cookie. The role and tenant come from the ledger (or the staff list)."""
@@ -175,6 +181,7 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> R
     "/v1/customers/{customer_id:str}/users/{user_id:str}/password",
     status_code=201,
     summary="Set a one-time password for a user (CUSTOMER_ADMIN)",
+    responses=problems((400, 401, 403, 404, 422)),
 )
 async def set_user_password(
     request: Request[Any, Any, Any],
@@ -213,7 +220,12 @@ async def set_user_password(
     return Response(answer, status_code=201, headers=NO_STORE)
 
 
-@post("/v1/auth/password", status_code=204, summary="Change your own password")
+@post(
+    "/v1/auth/password",
+    status_code=204,
+    summary="Change your own password",
+    responses=problems((400, 401, 403, 422)),
+)
 async def change_own_password(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],

@@ -215,36 +215,6 @@ FINDINGS: Final = (
         "conforms",
         "200 is documented as a JSON string but is the receipt object; 404 is not documented",
     ),
-    Finding(
-        "staff",
-        "GET /v1/customers/{customer_id}/export",
-        "conforms",
-        PROBLEM_400 + "; 404 (no such customer) is not documented",
-    ),
-    Finding(
-        "customer",
-        "GET /v1/customers/{customer_id}/export",
-        "conforms",
-        PROBLEM_400 + "; 404 (another customer's id) is not documented",
-    ),
-    Finding(
-        "staff",
-        "POST /v1/auth/login",
-        "conforms",
-        PROBLEM_400 + "; 401 (invalid-credentials) is not documented",
-    ),
-    Finding(
-        "staff",
-        "POST /v1/customers/{customer_id}/users/{user_id}/password",
-        "conforms",
-        PROBLEM_400 + "; 404 (no such customer or user) is not documented",
-    ),
-    Finding(
-        "staff",
-        "POST /v1/auth/password",
-        "conforms",
-        PROBLEM_400 + "; 403 (wrong-password) and 422 (password-unchanged) are not documented",
-    ),
 )
 
 
