@@ -97,13 +97,19 @@ class DefinitionApproval(msgspec.Struct, frozen=True, kw_only=True):
     changed_at: datetime
 
 
+def whole_seconds(duration: timedelta) -> timedelta:
+    """`duration` rounded to the second, half-even: JSON durations carry no fractions."""
+    return timedelta(seconds=round(duration.total_seconds()))
+
+
 class GoLiveStatus(msgspec.Struct, frozen=True, kw_only=True):
     live: bool
     went_live_at: datetime | None
     billing_starts_at: datetime | None
     billing_paused_since: datetime | None
     time_to_go_live: timedelta | None
-    """From registration to going live."""
+    """From registration to going live, in whole seconds (RFC 3339 durations have no
+    fractions)."""
     accuracy_threshold: Decimal
 
 
@@ -297,7 +303,9 @@ async def customer_dashboard(
             went_live_at=went_live_at,
             billing_starts_at=customer["billing_starts_at"],
             billing_paused_since=customer["billing_paused_at"],
-            time_to_go_live=None if went_live_at is None else went_live_at - registered_at,
+            time_to_go_live=(
+                None if went_live_at is None else whole_seconds(went_live_at - registered_at)
+            ),
             accuracy_threshold=customer["accuracy_threshold"],
         ),
         accuracy=MeasuredAccuracy(
@@ -364,7 +372,7 @@ class VendorOverview(msgspec.Struct, frozen=True, kw_only=True):
     by_stage: list[StageCount]
     went_live: int
     average_time_to_go_live: timedelta | None
-    """Mean of registration to go-live, over the customers that went live."""
+    """Mean of registration to go-live, over the customers that went live, in whole seconds."""
     versions_decided: int
     versions_approved: int
     approval_success_rate: Decimal | None
@@ -437,7 +445,9 @@ async def vendor_overview(db: Database, *, tenants: Sequence[str] | None = None)
             for stage in STAGE_ORDER
         ],
         went_live=summary["went_live"],
-        average_time_to_go_live=None if average is None else timedelta(microseconds=average),
+        average_time_to_go_live=(
+            None if average is None else whole_seconds(timedelta(microseconds=average))
+        ),
         versions_decided=decided,
         versions_approved=approved,
         approval_success_rate=(
