@@ -1403,12 +1403,11 @@ async def dispute_calculation(
 
 async def _ticket_command(
     request: Request[Any, Any, Any],
-    principal: Principal,
     customer_id: str,
     command: tickets.Command,
     **extra: Any,
 ) -> Response[Any]:
-    del principal  # the command carries the caller; the staff list comes from the table
+    # The command carries the caller; vendor staff are read from the vendor_staff table.
     services = api_of(request).services
     outcome = await handle_ticket(
         services.store,
@@ -1430,9 +1429,6 @@ async def open_ticket(
 ) -> Response[Accepted]:
     """Open a ticket (vendor staff may, on the customer's behalf); subject and text are
     sealed, and the answer names the ticket's id. A suspended customer can still open one.
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
     """
     command = tickets.OpenTicket(
         ticket_id=new_id("t"),
@@ -1444,7 +1440,7 @@ async def open_ticket(
         by=principal.user,
         by_role=principal.role,
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 @command(
@@ -1459,9 +1455,6 @@ async def post_ticket_message(
 ) -> Response[Accepted]:
     """Add a message to the conversation (sealed); a customer's message on a ticket waiting
     for them puts it back in progress. The answer names the message's id.
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
     """
     message_id = new_id("m")
     command = tickets.PostTicketMessage(
@@ -1472,7 +1465,7 @@ async def post_ticket_message(
         by=principal.user,
         by_role=principal.role,
     )
-    return await _ticket_command(request, principal, customer_id, command, message_id=message_id)
+    return await _ticket_command(request, customer_id, command, message_id=message_id)
 
 
 @command(
@@ -1485,12 +1478,7 @@ async def assign_ticket(
     ticket_id: FromPath[str],
     data: JSONBody[AssigneeBody],
 ) -> Response[Accepted]:
-    """Give the ticket to a vendor staff member (an open ticket goes in progress).
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone, and so does the assignee they name (no
-    check is made that such a user exists).
-    """
+    """Give the ticket to a current vendor staff member (an open ticket goes in progress)."""
     command = tickets.AssignTicket(
         ticket_id=ticket_id,
         assignee=data.assignee,
@@ -1498,7 +1486,7 @@ async def assign_ticket(
         by=principal.user,
         by_role=principal.role,
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 @command(
@@ -1511,15 +1499,11 @@ async def start_work_on_ticket(
     customer_id: FromPath[str],
     ticket_id: FromPath[str],
 ) -> Response[Accepted]:
-    """Move an open ticket, or one waiting on the customer, to in progress.
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
-    """
+    """Move an open ticket, or one waiting on the customer, to in progress."""
     command = tickets.StartWorkOnTicket(
         ticket_id=ticket_id, at=now(), by=principal.user, by_role=principal.role
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 @command(
@@ -1532,15 +1516,11 @@ async def await_customer_reply(
     customer_id: FromPath[str],
     ticket_id: FromPath[str],
 ) -> Response[Accepted]:
-    """Mark a ticket in progress as waiting on the customer.
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
-    """
+    """Mark a ticket in progress as waiting on the customer."""
     command = tickets.AwaitCustomerReply(
         ticket_id=ticket_id, at=now(), by=principal.user, by_role=principal.role
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 @command(
@@ -1553,11 +1533,7 @@ async def resolve_ticket(
     ticket_id: FromPath[str],
     data: JSONBody[ResolutionBody],
 ) -> Response[Accepted]:
-    """Mark the ticket resolved, saying how (sealed).
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
-    """
+    """Mark the ticket resolved, saying how (sealed)."""
     command = tickets.ResolveTicket(
         ticket_id=ticket_id,
         resolution_sealed=await seal(request, customer_id, principal.user, data.resolution),
@@ -1565,7 +1541,7 @@ async def resolve_ticket(
         by=principal.user,
         by_role=principal.role,
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 @command("/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/close", summary="Close a ticket")
@@ -1577,14 +1553,11 @@ async def close_ticket(
 ) -> Response[Accepted]:
     """Close a resolved ticket: the customer confirms the resolution, or vendor staff close
     it.
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
     """
     command = tickets.CloseTicket(
         ticket_id=ticket_id, at=now(), by=principal.user, by_role=principal.role
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 @command(
@@ -1597,11 +1570,7 @@ async def reopen_ticket(
     ticket_id: FromPath[str],
     data: JSONBody[ReasonBody],
 ) -> Response[Accepted]:
-    """Open a resolved or closed ticket again, saying why (sealed).
-
-    Known limit: until the ledger lists local vendor staff, an ADMIN caller counts as current
-    vendor staff on the strength of their token alone.
-    """
+    """Open a resolved or closed ticket again, saying why (sealed)."""
     command = tickets.ReopenTicket(
         ticket_id=ticket_id,
         reason_sealed=await seal(request, customer_id, principal.user, data.reason),
@@ -1609,7 +1578,7 @@ async def reopen_ticket(
         by=principal.user,
         by_role=principal.role,
     )
-    return await _ticket_command(request, principal, customer_id, command)
+    return await _ticket_command(request, customer_id, command)
 
 
 class MessageView(msgspec.Struct, frozen=True, kw_only=True):
