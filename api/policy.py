@@ -80,6 +80,7 @@ POLICY: Final[dict[str, frozenset[Role]]] = {
     "customer_tickets": EVERYONE,
     "assigned_tickets": ADMIN,
     "receipts_index": EVERYONE,
+    "calculation_results": EVERYONE,
     # the ledger itself, for auditors
     "get_receipt": EVERYONE,
     "export_ledger": EVERYONE,

@@ -31,11 +31,12 @@ from api.auth import Principal
 from api.command_routes import READ_ERRORS, read
 from api.common import api_of
 from api.problems import ApiProblem
+from commands.streams import tenant_of
 from eventstore.store import START, Cursor
 from projections import queries
 from projections.alerts import AlertsList
 from projections.approvals import ApprovalsQueue
-from projections.cache import DASHBOARD_TTL
+from projections.cache import CALCULATION_TTL, DASHBOARD_TTL
 from projections.dashboard import CustomerDashboard
 from projections.receipts import ReceiptsIndex
 from projections.runner import checkpoint_name
@@ -316,6 +317,50 @@ async def receipts_index(
     return ReceiptsPage(items=items, next_after=following)
 
 
+class CalculationsPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[queries.LatestCalculation]
+    next_after: str | None = None
+
+
+@read(
+    "/v1/customers/{customer_id:str}/calculations",
+    summary="The customer's calculation results",
+    errors=QUERY_ERRORS,
+)
+async def calculation_results(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+    definition_id: FromQuery[str | None] = None,
+    after: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 50,
+    min_position: FromQuery[str | None] = None,
+) -> CalculationsPage:
+    """The current calculation of each period, newest first. Cached 1 hour and refreshed as
+    soon as the projector changes the customer's rows."""
+    del principal
+    api = api_of(request)
+    await await_read_models(request, [CustomerDashboard.name], min_position)
+
+    async def load() -> CalculationsPage:
+        with refused_as_bad_request():
+            page = await queries.calculation_results(
+                api.services.pool,
+                customer_id,
+                definition_id=definition_id,
+                after=after,
+                limit=limit,
+            )
+        return CalculationsPage(items=page.items, next_after=page.next_after)
+
+    if min_position is not None:
+        return await load()
+    key = msgspec.json.encode([definition_id, after, limit]).decode()
+    return await api.services.cache.get_or_load(
+        tenant_of(customer_id), "calculations", key, CALCULATION_TTL, load, CalculationsPage
+    )
+
+
 ROUTES: Final[list[Any]] = [
     vendor_overview,
     approvals_queue,
@@ -323,4 +368,5 @@ ROUTES: Final[list[Any]] = [
     customer_tickets,
     assigned_tickets,
     receipts_index,
+    calculation_results,
 ]

@@ -771,3 +771,32 @@ async def receipts_index(
         _limit(limit),
     )
     return [ReceiptEntry(**dict(record)) for record in records]
+
+
+async def calculation_results(
+    db: Database,
+    tenant: str,
+    *,
+    definition_id: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> Page[LatestCalculation]:
+    """The customer's current calculation of each period, newest period first (a
+    recalculated period shows its latest receipt and how many it has had)."""
+    where = _Where()
+    where.add("tenant = {}", tenant)
+    if definition_id is not None:
+        where.add("definition_id = {}", definition_id)
+    if after is not None:
+        where.add("(period_start, definition_id) < ({}, {})", *_key(after, tuple[datetime, str]))
+    return await _page(
+        db,
+        "SELECT definition_id, period_start, period_end, calculation_id, definition_version,"
+        " result, billable, currency, amount_minor_units, calculated_at, calculations, verdict"
+        " FROM read_models.dashboard_calculations WHERE {where}"
+        " ORDER BY period_start DESC, definition_id DESC LIMIT {limit}",
+        where,
+        _limit(limit),
+        LatestCalculation,
+        lambda row: (row["period_start"], row["definition_id"]),
+    )

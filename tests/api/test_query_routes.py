@@ -22,6 +22,7 @@ from tests.api.test_command_routes import (
     complete_setup,
     content,
     created,
+    period,
     refused,
     register_team,
 )
@@ -282,3 +283,30 @@ async def test_the_vendor_overview_is_for_vendor_staff(
     assert fresh["went_live"] == 1
     cached = page(await client.get("/v1/overview", params={"tenant": tenant}, headers=team.staff))
     assert cached["went_live"] == 1
+
+
+async def test_calculation_results_are_listed_cached_and_refreshed_by_the_projector(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    await complete_setup(client, team)
+    await approved_definition(client, team)
+    calculations = team.url("/definitions/value/calculations")
+    for days_ago in (2, 1):
+        created(await client.post(calculations, json=period(days_ago), headers=team.staff))
+    await catch_up(services, "dashboard")
+    listed = page(await client.get(team.url("/calculations"), headers=team.fay))
+    assert len(listed["items"]) == 2
+    assert listed["items"][0]["period_start"] > listed["items"][1]["period_start"]
+    newest = listed["items"][0]["calculation_id"]
+
+    again = {**period(1), "reason": "late data from the source"}
+    created(await client.post(f"{calculations}/recalculate", json=again, headers=team.staff))
+    cached = page(await client.get(team.url("/calculations"), headers=team.fay))
+    assert cached["items"][0]["calculation_id"] == newest  # the projector has not run yet
+    await catch_up(services, "dashboard")  # its commit invalidates the customer's entries
+    fresh = page(await client.get(team.url("/calculations"), headers=team.fay))
+    assert fresh["items"][0]["calculation_id"] != newest
+    assert fresh["items"][0]["calculations"] == 2
+    one = page(await client.get(team.url("/calculations"), params={"limit": 1}, headers=team.fay))
+    assert one["next_after"] is not None
