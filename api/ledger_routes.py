@@ -108,6 +108,26 @@ async def signing_keys_jwks(request: Request[Any, Any, Any]) -> Response[Jwks]:
     return Response(jwks, headers=_CACHEABLE)
 
 
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """A receipt as GET answers it (format v1, docs/receipts.md): the covered record's ten
+    members, then its hash, signature and key id. For the document only: the answer is the
+    stored bytes in JCS form, never re-encoded."""
+
+    v: int
+    tenant: str
+    seq: int
+    stream: str
+    version: int
+    type: str
+    data: Any
+    meta: dict[str, Any]
+    recorded_at: str
+    prev_hash: str
+    hash: str
+    signature: str
+    key_id: str
+
+
 @get(
     "/v1/customers/{customer_id:str}/receipts/{seq:int}",
     summary="One receipt, in the receipt format v1",
@@ -119,7 +139,7 @@ async def get_receipt(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     seq: FromPath[int],
-) -> Response[bytes]:
+) -> Response[Receipt]:
     """The record at `seq` of the customer's chain, exactly as its line in a bundle: the
     covered members and hash, signature and key_id, in JCS form. Its ETag is its hash."""
     del principal
@@ -133,7 +153,9 @@ async def get_receipt(
     if row is None:
         raise NotFoundException(detail=f"no receipt {seq} for customer {customer_id!r}")
     line = record_line(bytes(row["canonical"]), row["hash"], row["signature"], row["key_id"])
-    return Response(line, media_type="application/json", headers={"ETag": f'"{row["hash"]}"'})
+    return Response(  # type: ignore[return-value] (the exact bytes, documented as `Receipt`)
+        line, media_type="application/json", headers={"ETag": f'"{row["hash"]}"'}
+    )
 
 
 @get(
