@@ -136,7 +136,7 @@ async def get_customer(
         name=account.name,
         currency=account.currency,
         status=str(account.status),
-        users={user_id: user.role for user_id, user in account.users.items()},
+        users=account.roles_by_user(),
         version=version,
     )
     return Response(summary, headers={"ETag": f'"{version}"'})

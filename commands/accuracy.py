@@ -74,7 +74,7 @@ async def handle_feedback(
             calculation=await judged_calculation(
                 store, tenant, definition_id, period_start, command.calculation_id
             ),
-            users={user_id: user.role for user_id, user in account.users.items()},
+            users=account.roles_by_user(),
             setup_accuracy=None if configured.accuracy is None else str(configured.accuracy),
             setup_verified_at=None
             if configured.testing is None

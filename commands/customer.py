@@ -61,7 +61,7 @@ async def customer_team(store: EventStore, customer_id: str) -> CustomerTeam:
     account = await open_account(store, customer_id)
     return CustomerTeam(
         customer_id=customer_id,
-        user_roles={user_id: user.role for user_id, user in account.users.items()},
+        user_roles=account.roles_by_user(),
     )
 
 

@@ -17,7 +17,7 @@ async def definition_context(store: EventStore, customer_id: str) -> definition.
     return definition.DefinitionContext(
         customer_id=customer_id,
         currency=account.currency,
-        users={user_id: user.role for user_id, user in account.users.items()},
+        users=account.roles_by_user(),
         metrics=frozenset(configured.state.metrics),
         baselines=_baselines(configured.state),
     )

@@ -30,7 +30,7 @@ async def handle_ticket(
         customer.ensure_registered(customer_id, account)
         context = tickets.TicketContext(
             customer_id=customer_id,
-            customer_users={user_id: user.role for user_id, user in account.users.items()},
+            customer_users=account.roles_by_user(),
             vendor_staff=vendor_staff,
         )
         return tickets.decide(command, state, context)

@@ -57,6 +57,10 @@ class CustomerAccount(msgspec.Struct, frozen=True, kw_only=True):
     users: Mapping[str, CustomerUser] = msgspec.field(default_factory=dict)
     api_keys: Mapping[str, ApiKey] = msgspec.field(default_factory=dict)
 
+    def roles_by_user(self) -> dict[str, Role]:
+        """Each current user's id and role: what other aggregates' rules check actors against."""
+        return {user_id: user.role for user_id, user in self.users.items()}
+
     def customer_admin_count(self) -> int:
         """How many users hold CUSTOMER_ADMIN: the account must never lose its last one."""
         return sum(1 for user in self.users.values() if user.role is Role.CUSTOMER_ADMIN)
