@@ -42,7 +42,7 @@ from commands.customer import matching_api_key
 from commands.handling import load
 from commands.streams import StreamNameError, customer_stream, tenant_of
 from domain import DomainError, customer
-from domain.roles import Role
+from domain.roles import Role, api_key_actor
 from eventstore.store import TENANT_FORMAT, EventStore
 
 VENDOR: Final = "*"
@@ -55,8 +55,6 @@ COOKIE_NAME: Final = "vl_session"
 REQUIRED_CLAIMS: Final = ("sub", "tenant", "role", "exp", "iat", "jti")
 API_KEY_SCHEME: Final = "apikey"
 """`Authorization: ApiKey <key>`, with the customer in `X-Customer-Id`."""
-API_KEY_USER_PREFIX: Final = "api-key:"
-"""An API key acts as user ``api-key:<key id>``; no person's login may use such an id."""
 _NO_SUCH_KEY: Final = "the API key is not valid for that customer"
 LEEWAY_SECONDS: Final = 5
 
@@ -72,7 +70,8 @@ class AuthenticationError(Exception):
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
     """The authenticated caller. `tenant` is VENDOR for vendor staff.
 
-    An API key's principal is user ``api-key:<key id>``, role TECHNICAL, `jti` the same text,
+    An API key's principal is user ``api-key:<key id>`` in the role the key was issued with
+    (FINANCE or TECHNICAL), `jti` the same text,
     issued when the key was and expiring at once: the key is checked again on every request,
     and revoking it (RevokeApiKey) is what stops it, not a logout.
     """
@@ -338,11 +337,11 @@ async def api_key_principal(
         customer.ensure_open(customer_id, account)
     except DomainError as error:
         raise AuthenticationError(error.message) from None
-    user = f"{API_KEY_USER_PREFIX}{key.key_id}"
+    user = api_key_actor(key.key_id)
     return Principal(
         user=user,
         tenant=customer_id,
-        role=Role.TECHNICAL,
+        role=key.role,
         jti=user,
         issued_at=key.issued_at,
         expires_at=now,

@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final, TypeAlias
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -181,6 +181,8 @@ class UserRoleBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 class ApiKeyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     label: str = ""
+    role: Literal["FINANCE", "TECHNICAL"] = "TECHNICAL"
+    """The role the machine client acts in, as user ``api-key:<key id>``."""
 
 
 class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -506,6 +508,7 @@ async def issue_api_key(
         api_of(request).services.store,
         customer_id,
         label=data.label,
+        role=Role(data.role),
         at=now(),
         by=principal.user,
         by_role=principal.role,

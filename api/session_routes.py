@@ -28,7 +28,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
-from api.auth import API_KEY_USER_PREFIX, COOKIE_NAME, VENDOR, Principal, new_password
+from api.auth import COOKIE_NAME, VENDOR, Principal, new_password
 from api.command_routes import problems
 from api.common import Api, api_of, now
 from api.problems import ApiProblem
@@ -38,7 +38,7 @@ from commands.customer import open_account
 from commands.handling import load
 from commands.streams import StreamNameError, customer_stream, tenant_of
 from domain import customer
-from domain.roles import Role
+from domain.roles import API_KEY_ACTOR_PREFIX, Role, is_api_key_actor
 
 log = structlog.get_logger(__name__)
 
@@ -120,7 +120,7 @@ async def _local_user(api: Api, user_id: str, password: str, customer_id: str | 
         not matches
         or user is None
         or user.role is Role.ADMIN  # vendor staff on a customer's team log in as staff
-        or user_id.startswith(API_KEY_USER_PREFIX)
+        or is_api_key_actor(user_id)
     ):
         raise _CredentialsRefusedError
     if account.status is customer.CustomerStatus.SUSPENDED:
@@ -206,10 +206,10 @@ async def set_user_password(
         raise NotFoundException(
             detail=f"customer {customer_id!r} has no user {user_id!r}; invite them first"
         )
-    if user.role is Role.ADMIN or user_id.startswith(API_KEY_USER_PREFIX):
+    if user.role is Role.ADMIN or is_api_key_actor(user_id):
         raise PermissionDeniedException(
             detail=f"user {user_id!r} cannot have a password on a customer: vendor staff log in "
-            f"as vendor staff, and ids starting with {API_KEY_USER_PREFIX!r} belong to API keys"
+            f"as vendor staff, and ids starting with {API_KEY_ACTOR_PREFIX!r} belong to API keys"
         )
     at = now()
     password = new_password()

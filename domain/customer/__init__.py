@@ -2,7 +2,8 @@
 
 Vendor staff (ADMIN) register a customer with its name, billing contact and currency, and may
 suspend and reactivate it. The customer's CUSTOMER_ADMINs (and ADMINs) change the billing
-contact, invite users with a role, change and revoke roles, and issue and revoke API keys.
+contact, invite users with a role, change and revoke roles, and issue and revoke API keys
+(each acting as FINANCE or TECHNICAL, as user ``api-key:<key id>``).
 Personal data arrives already sealed (encrypted) by the command layer, in fields ending in
 ``_sealed``; API keys arrive as the SHA-256 digest of a secret the domain never sees. The rules
 are listed in `decider`; `UPCASTERS` reads the events' older shapes (see `upcasters`).
@@ -23,6 +24,7 @@ from domain.customer.commands import (
     SuspendCustomer,
 )
 from domain.customer.decider import (
+    API_KEY_ROLES,
     SUPPORTED_CURRENCIES,
     authorize,
     decide,
@@ -69,10 +71,11 @@ from domain.customer.state import (
     CustomerUser,
     initial_state,
 )
-from domain.customer.upcasters import UPCASTERS, registered_v1_to_v2
+from domain.customer.upcasters import UPCASTERS, key_issued_v1_to_v2, registered_v1_to_v2
 from domain.roles import Role
 
 __all__ = [
+    "API_KEY_ROLES",
     "EVENT_DECODER",
     "SUPPORTED_CURRENCIES",
     "UPCASTERS",
@@ -124,5 +127,6 @@ __all__ = [
     "ensure_registered",
     "evolve",
     "initial_state",
+    "key_issued_v1_to_v2",
     "registered_v1_to_v2",
 ]

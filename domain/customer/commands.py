@@ -124,11 +124,13 @@ class IssueApiKey(
     tag="IssueApiKey",
     tag_field="command",
 ):
-    """Record a new API key: its id and the SHA-256 hex digest of its secret, never the secret."""
+    """Record a new API key: its id and the SHA-256 hex digest of its secret, never the secret,
+    and the role the machine client acts in (FINANCE or TECHNICAL)."""
 
     customer_id: str
     key_id: str
     secret_sha256: str
+    role: Role
     label: str = ""
     at: datetime
     by: str

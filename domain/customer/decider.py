@@ -68,7 +68,7 @@ from domain.customer.events import (
     UserRoleChanged,
 )
 from domain.customer.state import ApiKey, CustomerAccount, CustomerStatus, CustomerUser
-from domain.roles import Role
+from domain.roles import API_KEY_ACTOR_PREFIX, Role, is_api_key_actor
 
 SUPPORTED_CURRENCIES: Final = frozenset(
     {"AUD", "CAD", "CHF", "DKK", "EUR", "GBP", "JPY", "NOK", "NZD", "SEK", "USD"}
@@ -76,6 +76,8 @@ SUPPORTED_CURRENCIES: Final = frozenset(
 """ISO 4217 codes we invoice in; adding one is a business decision, so the list is explicit."""
 
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+API_KEY_ROLES: Final = frozenset({Role.FINANCE, Role.TECHNICAL})
+"""The roles an API key can be issued with."""
 
 
 def decide(command: Command, state: CustomerAccount) -> list[Event]:  # noqa: PLR0911 (one return per kind of command)
@@ -142,6 +144,7 @@ def evolve(state: CustomerAccount, event: Event) -> CustomerAccount:  # noqa: PL
             key = ApiKey(
                 key_id=event.key_id,
                 secret_sha256=event.secret_sha256,
+                role=event.role,
                 label=event.label,
                 issued_at=event.issued_at,
             )
@@ -207,6 +210,11 @@ def _invite(command: InviteUser, state: CustomerAccount) -> list[Event]:
     _check_account_admin(command.by, command.by_role, state, "invite users")
     _check_may_grant(command.by_role, command.role)
     _check_filled("user_id", command.user_id)
+    if is_api_key_actor(command.user_id):
+        raise InvalidCustomerFieldError(
+            f"user_id {command.user_id!r} starts with {API_KEY_ACTOR_PREFIX!r}, which names "
+            "API keys; choose another id for the person"
+        )
     _check_filled("name_sealed", command.name_sealed)
     _check_filled("email_sealed", command.email_sealed)
     if command.user_id in state.users:
@@ -280,6 +288,11 @@ def _issue_key(command: IssueApiKey, state: CustomerAccount) -> list[Event]:
             f"hexadecimal characters (got {len(command.secret_sha256)} characters that are not); "
             "hash the secret in the command layer and never send the secret itself"
         )
+    if command.role not in API_KEY_ROLES:
+        raise NotAuthorizedError(
+            f"an API key cannot hold {command.role}: machine clients act as FINANCE or "
+            "TECHNICAL, and administering the account or the vendor is left to people"
+        )
     if command.key_id in state.api_keys:
         raise DuplicateApiKeyError(
             f"API key {command.key_id!r} already exists for customer {state.customer_id!r}; "
@@ -290,6 +303,7 @@ def _issue_key(command: IssueApiKey, state: CustomerAccount) -> list[Event]:
             customer_id=state.customer_id,
             key_id=command.key_id,
             secret_sha256=command.secret_sha256,
+            role=command.role,
             label=command.label,
             issued_at=command.at,
             issued_by=command.by,
@@ -400,7 +414,8 @@ def authorize(
     state: CustomerAccount, by: str, by_role: Role, allowed: frozenset[Role], action: str
 ) -> None:
     """Refuse unless the actor is vendor staff (ADMIN), or a current user of this customer who
-    holds one of the `allowed` roles now (so a token issued before a demotion no longer works).
+    holds one of the `allowed` roles now (so a token issued before a demotion no longer works),
+    or an unrevoked API key of this customer issued with one of them.
 
     Other aggregates' handlers call it with the customer's account before deciding.
     """
@@ -411,8 +426,7 @@ def authorize(
         raise NotAuthorizedError(
             f"role {by_role} cannot {action}; ask a {roles} of the customer or an ADMIN"
         )
-    actor = state.users.get(by)
-    if actor is None or actor.role is not by_role:
+    if state.role_of(by) is not by_role:
         raise NotAuthorizedError(
             f"user {by!r} is not a {by_role} of customer {state.customer_id!r}, so cannot "
             f"{action}; ask a {roles} of the customer or an ADMIN"

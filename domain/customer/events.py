@@ -111,16 +111,18 @@ class UserAccessRevoked(
 
 
 class ApiKeyIssued(msgspec.Struct, frozen=True, kw_only=True, tag="ApiKeyIssued", tag_field="type"):
-    """An API key was issued; only the SHA-256 hex digest of its secret is kept."""
+    """An API key was issued; only the SHA-256 hex digest of its secret is kept. The key acts
+    as user ``api-key:<key_id>`` in `role` (schema 2; schema 1 keys were all TECHNICAL)."""
 
     customer_id: str
     key_id: str
     secret_sha256: str
+    role: Role
     label: str = ""
     issued_at: datetime
     issued_by: str
     issued_by_role: Role
-    schema: int = 1
+    schema: int = 2
 
 
 class ApiKeyRevoked(

@@ -9,7 +9,7 @@ from enum import StrEnum
 import msgspec
 
 from domain.customer.events import BillingContact
-from domain.roles import Role
+from domain.roles import API_KEY_ACTOR_PREFIX, Role, api_key_actor
 
 
 class CustomerStatus(StrEnum):
@@ -31,10 +31,12 @@ class CustomerUser(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
-    """An issued key: the SHA-256 hex digest of its secret, and when it was revoked if it was."""
+    """An issued key: the SHA-256 hex digest of its secret, the role it acts in, and when it
+    was revoked if it was."""
 
     key_id: str
     secret_sha256: str
+    role: Role
     label: str
     issued_at: datetime
     revoked_at: datetime | None = None
@@ -58,8 +60,26 @@ class CustomerAccount(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: Mapping[str, ApiKey] = msgspec.field(default_factory=dict)
 
     def roles_by_user(self) -> dict[str, Role]:
-        """Each current user's id and role: what other aggregates' rules check actors against."""
-        return {user_id: user.role for user_id, user in self.users.items()}
+        """Each current actor's id and role: what other aggregates' rules check actors against.
+
+        People, and every unrevoked API key as ``api-key:<key id>`` in its issued role, so a
+        machine client is held to the same rules as a person of that role.
+        """
+        roles = {user_id: user.role for user_id, user in self.users.items()}
+        for key in self.api_keys.values():
+            if key.revoked_at is None:
+                roles[api_key_actor(key.key_id)] = key.role
+        return roles
+
+    def role_of(self, actor: str) -> Role | None:
+        """The role `actor` holds now: a current user's, or an unrevoked API key's (as
+        ``api-key:<key id>``); None for anyone else."""
+        user = self.users.get(actor)
+        if user is not None:
+            return user.role
+        key_id = actor.removeprefix(API_KEY_ACTOR_PREFIX)
+        key = self.api_keys.get(key_id) if key_id != actor else None
+        return key.role if key is not None and key.revoked_at is None else None
 
     def customer_admin_count(self) -> int:
         """How many users hold CUSTOMER_ADMIN: the account must never lose its last one."""

@@ -9,6 +9,9 @@ contact in three flat fields; schema 2 nests them in one `billing_contact` objec
     schema 2: billing_contact: {name_sealed, email_sealed, phone_sealed (null when none)}
 
 The sealed values move unchanged: they are opaque here, and still open with the same keys.
+
+`ApiKeyIssued` schema 1 was written while every API key acted as TECHNICAL; schema 2 records
+the key's `role`, so schema 1 reads as schema 2 with ``"role": "TECHNICAL"``.
 """
 
 from __future__ import annotations
@@ -39,8 +42,14 @@ def registered_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**upcast, "billing_contact": contact, "schema": 2}
 
 
+def key_issued_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """`ApiKeyIssued` schema 1 data as schema 2: the role every schema 1 key acted in."""
+    return {**data, "role": "TECHNICAL", "schema": 2}
+
+
 UPCASTERS: Final[Mapping[tuple[str, int], Upcaster]] = {
     ("CustomerRegistered", 1): registered_v1_to_v2,
+    ("ApiKeyIssued", 1): key_issued_v1_to_v2,
 }
 """Every customer upcaster, by (event type, the schema it reads); `commands.customer` reads
 the customer stream through them."""

@@ -102,7 +102,7 @@ from domain.definition.state import (
     VersionStatus,
 )
 from domain.formula import NAME_PATTERN, FormulaError, decimal_context, parse_formula, validate
-from domain.roles import Role
+from domain.roles import Role, is_api_key_actor
 from eventstore.canonical import MAX_SAFE_INTEGER, canonical_json
 
 MAX_NAME_LENGTH: Final = 200
@@ -529,10 +529,17 @@ def _check_drafter(by: str, by_role: Role, context: DefinitionContext, action: s
 def _check_approver(field: str, user_id: str, role: Role, context: DefinitionContext) -> None:
     _check_filled(field, user_id)
     held = context.users.get(user_id)
-    if held is role:
+    if held is role and not is_api_key_actor(user_id):
         return
-    standing = "is not a user of it" if held is None else f"holds {held}"
-    candidates = sorted(user for user, user_role in context.users.items() if user_role is role)
+    if is_api_key_actor(user_id):
+        standing = "an API key: sign-offs are given by people"
+    else:
+        standing = "is not a user of it" if held is None else f"holds {held}"
+    candidates = sorted(
+        user
+        for user, user_role in context.users.items()
+        if user_role is role and not is_api_key_actor(user)
+    )
     if candidates:
         listed = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
         remedy = f"name a user who holds {role}: {listed}"

@@ -252,6 +252,76 @@ async def test_an_api_key_is_shown_once_and_can_be_revoked(
     refused(await client.post(revoke, headers=team.cara), 422, "api-key-already-revoked")
 
 
+async def issued_key(client: Client, team: Team, role: str) -> tuple[str, Headers]:
+    answer = await client.post(
+        team.url("/api-keys"), json={"label": role.lower(), "role": role}, headers=team.cara
+    )
+    body = created(answer, "ApiKeyIssued")
+    return body["key_id"], {
+        "Authorization": f"ApiKey {body['api_key']}",
+        "X-Customer-Id": team.tenant,
+    }
+
+
+async def test_a_machine_client_acts_in_its_keys_role_and_is_recorded_as_the_key(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    for role in ("ADMIN", "CUSTOMER_ADMIN", "AUDITOR"):
+        wrong = await client.post(team.url("/api-keys"), json={"role": role}, headers=team.cara)
+        refused(wrong, 400, "invalid-request")
+        assert "role" in wrong.text
+    technical_id, technical = await issued_key(client, team, "TECHNICAL")
+    finance_id, finance = await issued_key(client, team, "FINANCE")
+
+    for path, body in steps():  # the whole wizard, by a machine client
+        created(await client.post(team.url(path), json=body, headers=technical))
+    alert = {
+        "kind": "data_source_error",
+        "severity": "warning",
+        "summary": "slow sync",
+        "evidence": {"lag_seconds": "90"},
+    }
+    created(await client.post(team.url("/alerts"), json=alert, headers=technical), "AlertRaised")
+    refused(await client.post(team.url("/alerts"), json=alert, headers=finance), 403)
+    created(
+        await client.post(
+            team.url("/definitions"), json={"definition_id": "value", **content()}, headers=finance
+        ),
+        "DefinitionDrafted",
+    )
+    # Sign-offs are people's: a key cannot be named an approver, whatever its role.
+    version = team.url("/definitions/value/versions/1")
+    by_key = {**APPROVERS, "finance_approver": f"api-key:{finance_id}"}
+    naming_key = await client.post(f"{version}/submit", json=by_key, headers=team.fay)
+    refused(naming_key, 422, "invalid-approver")
+    assert "an API key: sign-offs are given by people" in naming_key.json()["detail"]
+
+    async with services.pool.acquire() as connection:
+        actors = {
+            (row["type"], row["actor"])
+            for row in await connection.fetch(
+                "SELECT type, meta->'actor' AS actor FROM events WHERE tenant = $1", tenant
+            )
+        }
+    key_actor = f'{{"role": "TECHNICAL", "user": "api-key:{technical_id}"}}'
+    wizard = (
+        "ApiIntegrationCompleted",
+        "DataSourceConnected",
+        "MetricsMapped",
+        "BaselineEstablished",
+        "AccuracyVerified",
+        "AlertRaised",
+    )
+    assert {(kind, key_actor) for kind in wizard} <= actors
+    assert ("DefinitionDrafted", f'{{"role": "FINANCE", "user": "api-key:{finance_id}"}}') in (
+        actors
+    )
+
+    created(await client.post(team.url(f"/api-keys/{technical_id}/revoke"), headers=team.cara))
+    refused(await client.post(team.url("/alerts"), json=alert, headers=technical), 401)
+
+
 async def test_only_vendor_staff_suspend_and_a_suspended_customer_changes_nothing(
     client: Client, tokens: TokenService, tenant: str
 ) -> None:

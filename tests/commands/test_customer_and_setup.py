@@ -233,7 +233,13 @@ async def test_an_api_key_is_shown_once_and_only_its_digest_is_recorded(
 ) -> None:
     await handle_customer(store, register(tenant))
     issued = await issue_api_key(
-        store, tenant, label="billing sync", at=AT, by=STAFF, by_role=Role.ADMIN
+        store,
+        tenant,
+        label="billing sync",
+        role=Role.TECHNICAL,
+        at=AT,
+        by=STAFF,
+        by_role=Role.ADMIN,
     )
     assert issued.presented.startswith(f"vlk_{issued.key_id}_")
     [receipt] = issued.outcome.recorded
@@ -255,6 +261,9 @@ async def test_an_api_key_is_shown_once_and_only_its_digest_is_recorded(
         ),
     )
     assert matching_api_key(await open_account(store, tenant), issued.presented) is None
-    other = await issue_api_key(store, tenant, label="", at=AT, by=STAFF, by_role=Role.ADMIN)
+    other = await issue_api_key(
+        store, tenant, label="", role=Role.FINANCE, at=AT, by=STAFF, by_role=Role.ADMIN
+    )
+    assert other.outcome.recorded[0].data["role"] == "FINANCE"
     assert other.key_id != issued.key_id
     assert other.presented != issued.presented

@@ -248,3 +248,59 @@ async def test_a_schema_1_contact_is_changed_by_a_schema_2_world(
         "schema": 1,
     }
     assert (await open_account(store, tenant)).billing_contact == new_contact
+
+
+# `ApiKeyIssued` schema 1: written while every key acted as TECHNICAL.
+
+
+def key_issued_v1(tenant: str) -> dict[str, Any]:
+    """A schema 1 `ApiKeyIssued` as the handler before key roles stored it."""
+    return {
+        "customer_id": tenant,
+        "key_id": "k1",
+        "secret_sha256": "0" * 64,
+        "label": "feed",
+        "issued_at": "2026-03-01T09:01:00Z",
+        "issued_by": STAFF,
+        "issued_by_role": "ADMIN",
+        "schema": 1,
+    }
+
+
+def test_a_schema_1_key_reads_as_the_technical_key_it_was() -> None:
+    stored = key_issued_v1("acme")
+    kept = dict(stored)
+    assert upcast("ApiKeyIssued", stored, customer.UPCASTERS) == {
+        **stored,
+        "role": "TECHNICAL",
+        "schema": 2,
+    }
+    assert stored == kept
+    current = new_event(
+        customer.ApiKeyIssued(
+            customer_id="acme",
+            key_id="k1",
+            secret_sha256="0" * 64,
+            role=Role.FINANCE,
+            label="feed",
+            issued_at=AT,
+            issued_by=STAFF,
+            issued_by_role=Role.ADMIN,
+        )
+    ).data
+    assert upcast("ApiKeyIssued", current, customer.UPCASTERS) == current
+
+
+async def test_a_stored_schema_1_key_acts_as_technical(store: EventStore, tenant: str) -> None:
+    await append_v1(store, tenant, registered_v1(tenant))
+    await store.append(
+        customer_stream(tenant),
+        [NewEvent("ApiKeyIssued", key_issued_v1(tenant))],
+        1,
+        tenant,
+        Metadata(actor=Actor(user=STAFF, role="ADMIN")),
+    )
+    account = await open_account(store, tenant)
+    assert account.api_keys["k1"].role is Role.TECHNICAL
+    assert account.role_of("api-key:k1") is Role.TECHNICAL
+    await assert_chain_verifies(store, tenant)

@@ -61,6 +61,7 @@ from domain.customer import (
     UserAccessRevoked,
     UserInvited,
     UserRoleChanged,
+    authorize,
     decide,
     evolve,
     initial_state,
@@ -103,6 +104,7 @@ KEY_ISSUED = ApiKeyIssued(
     customer_id=CUSTOMER,
     key_id="key-1",
     secret_sha256=SECRET_SHA256,
+    role=Role.TECHNICAL,
     label="ingest",
     issued_at=AT,
     issued_by="alice",
@@ -207,6 +209,7 @@ ISSUE_KEY = IssueApiKey(
     customer_id=CUSTOMER,
     key_id="key-1",
     secret_sha256=SECRET_SHA256,
+    role=Role.TECHNICAL,
     label="ingest",
     at=AT,
     by="alice",
@@ -610,6 +613,45 @@ def test_key_ids_are_never_reused(history: tuple[Event, ...]) -> None:
     )
 
 
+@pytest.mark.parametrize("role", [Role.FINANCE, Role.TECHNICAL])
+def test_a_key_is_issued_with_the_role_its_client_acts_in(role: Role) -> None:
+    [event] = then(TEAM, replace(ISSUE_KEY, role=role))
+    assert event == replace(KEY_ISSUED, role=role)
+    account = state_after([*TEAM, event])
+    assert account.role_of("api-key:key-1") is role
+    assert account.roles_by_user()["api-key:key-1"] is role
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.CUSTOMER_ADMIN])
+def test_no_key_administers(role: Role) -> None:
+    assert refusal(TEAM, replace(ISSUE_KEY, role=role), NotAuthorizedError) == (
+        f"an API key cannot hold {role}: machine clients act as FINANCE or TECHNICAL, and "
+        "administering the account or the vendor is left to people"
+    )
+
+
+def test_a_key_acts_in_its_role_until_revoked() -> None:
+    issued = state_after([*TEAM, KEY_ISSUED])
+    authorize(issued, "api-key:key-1", Role.TECHNICAL, frozenset({Role.TECHNICAL}), "map metrics")
+    with pytest.raises(NotAuthorizedError, match="'api-key:key-1' is not a FINANCE"):
+        authorize(issued, "api-key:key-1", Role.FINANCE, frozenset({Role.FINANCE}), "approve")
+    revoked = state_after([*TEAM, KEY_ISSUED, KEY_REVOKED])
+    assert revoked.role_of("api-key:key-1") is None
+    assert "api-key:key-1" not in revoked.roles_by_user()
+    with pytest.raises(NotAuthorizedError, match="'api-key:key-1' is not a TECHNICAL"):
+        authorize(revoked, "api-key:key-1", Role.TECHNICAL, frozenset({Role.TECHNICAL}), "map")
+    # The key's id alone, without the actor prefix, names nobody.
+    assert issued.role_of("key-1") is None
+
+
+def test_nobody_is_invited_under_an_api_key_id() -> None:
+    command = replace(INVITE_CAROL, user_id="api-key:key-1")
+    assert refusal((*TEAM, KEY_ISSUED), command, InvalidCustomerFieldError) == (
+        "user_id 'api-key:key-1' starts with 'api-key:', which names API keys; choose another "
+        "id for the person"
+    )
+
+
 def test_revoke_api_key() -> None:
     assert then((*TEAM, KEY_ISSUED), REVOKE_KEY) == [KEY_REVOKED]
     assert state_after([*TEAM, KEY_ISSUED, KEY_REVOKED]).api_keys["key-1"].revoked_at == LATER
@@ -710,7 +752,7 @@ def test_every_event_round_trips_through_json_by_its_stable_tag() -> None:
         assert EVENT_DECODER.decode(encoded) == event
 
 
-CURRENT_SCHEMAS: dict[type[msgspec.Struct], int] = {CustomerRegistered: 2}
+CURRENT_SCHEMAS: dict[type[msgspec.Struct], int] = {CustomerRegistered: 2, ApiKeyIssued: 2}
 """Events whose shape changed; an upcaster reads each older schema (tests/commands/
 test_upcasting.py folds a stored schema 1 record)."""
 

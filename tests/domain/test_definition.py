@@ -979,6 +979,13 @@ def test_an_approved_version_is_not_submitted_again() -> None:
             "(holds ADMIN); name a user who holds CUSTOMER_ADMIN: alice, erin",
         ),
         (
+            {"finance_approver": "api-key:k1"},
+            with_users(**{"api-key:k1": Role.FINANCE}),
+            "finance_approver 'api-key:k1' is not a current FINANCE user of customer 'cust-1' "
+            "(an API key: sign-offs are given by people); name a user who holds FINANCE: "
+            "fiona, frank",
+        ),
+        (
             {},
             with_users(fiona=None, frank=None),
             "finance_approver 'fiona' is not a current FINANCE user of customer 'cust-1' (is "
