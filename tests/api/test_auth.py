@@ -332,7 +332,11 @@ async def test_users_change_their_own_password(
 
 async def test_logout_revokes_the_token(client: Client, acme: dict[str, str], tenant: str) -> None:
     fin = await logged_in(client, "fin", acme["fin"], tenant)
-    assert (await client.post("/v1/auth/logout", headers=fin)).status_code == 204
+    out = await client.post("/v1/auth/logout", headers=fin)
+    assert out.status_code == 204
+    assert (out.content, out.headers.get("content-type")) == (b"", None)
+    cookie = cookie_attributes(out.headers["set-cookie"])
+    assert (cookie[COOKIE_NAME].strip('"'), cookie["max-age"], cookie["path"]) == ("", "0", "/")
     assert_unauthenticated(await client.get(f"/v1/customers/{tenant}", headers=fin))
 
 
