@@ -19,8 +19,13 @@ guarantee could record a command twice when the client retries. POSTs without a 
 affected. The routes under /v1/auth/ (passwords in, tokens out: nothing of theirs belongs in
 Redis) and any route with ``opt={"idempotency": False}`` ignore the header.
 
-The key is also put at ``scope["state"]["idempotency_key"]``, so a handler can hand it to the
-event store, whose own idempotency survives even a lost Redis.
+The kept answers are only as durable as Redis: run it with persistence (appendonly) in
+production. If a kept answer is lost anyway, a retry is decided again as a new command; the
+domain refuses it wherever the command names its own id (a user, an alert with
+``alert_id``, a definition), so clients that must never record twice name their ids.
+The event store's own idempotency keys are not used here: a command decided again carries a
+new time, so its events differ from the first ones, and its answer (ids made by the route, a
+new API key's secret) cannot be rebuilt from the ledger.
 """
 
 from __future__ import annotations
@@ -159,7 +164,6 @@ class IdempotencyMiddleware:
                 ),
             )
             return
-        scope.setdefault("state", {})["idempotency_key"] = key
         try:
             body = await read_body(receive, None)  # already bounded by BodyLimitsMiddleware
         except ClientGoneError:
