@@ -49,9 +49,9 @@ def lease_key(projector: Projector) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def locked_checkpoint(connection: Connection, projector: Projector) -> Cursor:
-    """The projector's checkpoint, its row locked until the transaction ends."""
-    name = checkpoint_name(projector.name)
+async def locked_checkpoint(connection: Connection, name: str) -> Cursor:
+    """The checkpoint `name` (the ledger's start if it has none yet), its row locked until the
+    transaction ends: whoever follows the ledger under that name queues here."""
     await connection.execute(
         "INSERT INTO subscription_checkpoints (name, epoch, tx_id, position)"
         " VALUES ($1, 0, '0', 0) ON CONFLICT (name) DO NOTHING",
@@ -66,11 +66,11 @@ async def locked_checkpoint(connection: Connection, projector: Projector) -> Cur
     return Cursor(row["epoch"], int(row["tx_id"]), row["position"])
 
 
-async def save_checkpoint(connection: Connection, projector: Projector, cursor: Cursor) -> None:
+async def save_checkpoint(connection: Connection, name: str, cursor: Cursor) -> None:
     await connection.execute(
         "UPDATE subscription_checkpoints SET epoch = $2, tx_id = $3::text::xid8, position = $4,"
         " updated_at = clock_timestamp() WHERE name = $1",
-        checkpoint_name(projector.name),
+        name,
         cursor.epoch,
         str(cursor.tx_id),
         cursor.position,
@@ -102,12 +102,12 @@ async def project_once(
 ) -> tuple[int, set[str]]:
     """One batch in the caller's transaction: the events projected and the tenants changed."""
     await connection.execute(f"SET LOCAL search_path = {schema}, public")
-    cursor = await locked_checkpoint(connection, projector)
+    cursor = await locked_checkpoint(connection, checkpoint_name(projector.name))
     records = await read_committed(connection, cursor, batch_size)
     if not records:
         return 0, set()
     changed = await apply_batch(connection, projector, records)
-    await save_checkpoint(connection, projector, records[-1].cursor)
+    await save_checkpoint(connection, checkpoint_name(projector.name), records[-1].cursor)
     return len(records), changed
 
 
@@ -152,7 +152,7 @@ class ProjectionRunner:
                     "SELECT pg_try_advisory_lock($1)", lease_key(self.projector)
                 ):
                     break
-                await _wait(stop, self.poll_interval)
+                await wait_until(stop, self.poll_interval)
             if stop.is_set():
                 return
             await holder.add_listener(NOTIFY_CHANNEL, on_notify)
@@ -161,13 +161,15 @@ class ProjectionRunner:
                     wake.clear()
                     if await self.step() == self.batch_size:
                         continue
-                    await _wait(stop, self.poll_interval, wake)
+                    await wait_until(stop, self.poll_interval, wake)
             finally:
                 await holder.remove_listener(NOTIFY_CHANNEL, on_notify)
                 await holder.execute("SELECT pg_advisory_unlock($1)", lease_key(self.projector))
 
 
-async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+async def wait_until(
+    stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None
+) -> None:
     """Sleep until `stop` (or `wake`) is set, or `seconds` pass."""
     waiters = [asyncio.ensure_future(stop.wait())]
     if wake is not None:
@@ -216,7 +218,7 @@ async def rebuild(
         if len(records) < batch_size:
             break
     async with connection.transaction():
-        await locked_checkpoint(connection, projector)
+        await locked_checkpoint(connection, checkpoint_name(projector.name))
         await connection.execute(f"SET LOCAL search_path = {scratch}, public")
         while records := await read_committed(connection, cursor, batch_size):
             await apply_batch(connection, projector, records)
@@ -229,7 +231,7 @@ async def rebuild(
                 f"ALTER TABLE {scratch}.{table.name} SET SCHEMA {READ_MODELS_SCHEMA}"
             )
         await connection.execute(f"SET LOCAL search_path = {READ_MODELS_SCHEMA}, public")
-        await save_checkpoint(connection, projector, cursor)
+        await save_checkpoint(connection, checkpoint_name(projector.name), cursor)
         await connection.execute(f"DROP SCHEMA {scratch} CASCADE")
         await connection.execute("SELECT vl_grant_read_models($1)", READ_MODELS_SCHEMA)
     return cursor
