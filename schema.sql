@@ -362,6 +362,33 @@ CREATE TABLE IF NOT EXISTS login_credentials (
 REVOKE ALL ON vendor_staff, login_credentials FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON vendor_staff, login_credentials TO valueledger_app;
 
+-- Outbound webhooks (workers/webhooks.py, docs/webhooks.md): one row per event and endpoint,
+-- written in the same transaction that moves the endpoint's checkpoint ('webhooks:<id>' in
+-- subscription_checkpoints), so every event is queued exactly once for every endpoint that
+-- wants it. The row is the delivery's durable state; the arq job only runs it. `attempts`
+-- counts attempts started; while one is running, next_attempt_at is its lease's end, so an
+-- attempt lost with its worker is picked up again once the lease lapses. Not the ledger: rows
+-- change as deliveries go, and the ledger's own events say nothing about them.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    endpoint_id     text NOT NULL CHECK (endpoint_id ~ '^[a-z0-9][a-z0-9-]{0,39}$'),
+    tenant          text NOT NULL,
+    seq             bigint NOT NULL CHECK (seq >= 1),
+    event_type      text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_status     integer,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    delivered_at    timestamptz,
+    PRIMARY KEY (endpoint_id, tenant, seq)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+    ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+REVOKE ALL ON webhook_deliveries FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO valueledger_app;
+
 -- The ledger is append-only, whoever asks: these triggers refuse even the owner. The only way
 -- around them is a superuser disabling triggers, which the verifier then catches.
 CREATE OR REPLACE FUNCTION vl_refuse_ledger_change() RETURNS trigger

@@ -6,7 +6,7 @@ five kinds) without import cycles, and tools (docs checks, replays) can list the
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from commands.handling import Aggregate
 from domain import accuracy, alerts, calculation, customer, definition, golive, setup, tickets
@@ -59,3 +59,10 @@ AGGREGATES: Final[tuple[Aggregate[Any, Any], ...]] = (
     ACCURACY,
     TICKET,
 )
+
+EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    event.__struct_config__.tag
+    for aggregate in AGGREGATES
+    for event in get_args(aggregate.event_type)
+)
+"""Every event type the aggregates record: the ``type`` of their records (docs/events.md)."""

@@ -87,12 +87,13 @@ _ENCODER: Final = msgspec.json.Encoder()
 def connect_cache(url: str) -> redis.asyncio.Redis:
     """A client for the cache: short timeouts and no retries, since PostgreSQL is always
     there to answer instead. Connects lazily, on the first command."""
-    return redis.asyncio.Redis.from_url(
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
     )
+    return client
 
 
 class ReadModelCache:

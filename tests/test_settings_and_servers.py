@@ -77,7 +77,9 @@ def test_embedded_redis_is_a_real_server(tmp_path: Path) -> None:
     try:
         client.set("vl:probe", "1")
         assert client.get("vl:probe") == b"1"
-        assert client.info()["redis_version"]
+        info = client.info()
+        assert isinstance(info, dict)
+        assert info["redis_version"]
     finally:
         client.close()
         del handle

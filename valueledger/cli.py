@@ -45,6 +45,8 @@ from valueledger.serve import serve as run_service
 from valueledger.servers import servers
 from valueledger.settings import Settings
 from workers.projectors import run_projectors, stop_on_signals
+from workers.webhook_format import load_endpoints
+from workers.webhooks import delivery_counts
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -351,6 +353,41 @@ def projections_status(as_json: bool) -> None:
         )
 
 
+@main.command()
+@one_line_errors
+def webhooks() -> None:
+    """Each webhook endpoint's deliveries: how many are pending, delivered and failed."""
+    settings = _settings()
+    configured = (
+        [endpoint.id for endpoint in load_endpoints(settings.webhooks)]
+        if (settings.webhooks)
+        else []
+    )
+
+    async def read(url: str) -> dict[tuple[str, str], int]:
+        pool = await create_pool(url, settings.db_role or None, max_size=2)
+        try:
+            return await delivery_counts(pool)
+        finally:
+            await pool.close()
+
+    with _database(settings) as url:
+        _run(prepare_database(settings, url))
+        counts = _run(read(url))
+    named = sorted({endpoint for endpoint, _ in counts} | set(configured))
+    if not named:
+        click.echo("no webhook endpoints configured (VALUELEDGER_WEBHOOKS) and no deliveries")
+        return
+    click.echo(f"{'endpoint':<40} {'pending':>9} {'delivered':>10} {'failed':>8}")
+    for endpoint in named:
+        note = "" if endpoint in configured else "  (no longer configured)"
+        click.echo(
+            f"{endpoint:<40} {counts.get((endpoint, 'pending'), 0):>9}"
+            f" {counts.get((endpoint, 'delivered'), 0):>10}"
+            f" {counts.get((endpoint, 'failed'), 0):>8}{note}"
+        )
+
+
 def _progress(total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
     """A progress bar on an interactive stderr; nothing otherwise."""
     if not sys.stderr.isatty():
@@ -485,14 +522,15 @@ def forget(subject: str, tenant: str | None, reason: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
     "--role",
-    type=click.Choice(["all", "api", "projectors"]),
+    type=click.Choice(["all", "api", "projectors", "worker"]),
     default="all",
     show_default=True,
     help="Run one part only (production); all of them by default.",
 )
 @one_line_errors
 def serve(host: str, port: int, role: ServeRole) -> None:
-    """Run the service: the HTTP API and the projectors, until SIGINT or SIGTERM."""
+    """Run the service: the HTTP API, the projectors and the webhook worker, until SIGINT or
+    SIGTERM."""
     settings = _settings()
     with servers(settings) as urls:
         _run(prepare_database(settings, urls.database_url))

@@ -1,4 +1,5 @@
-"""`valueledger serve`: the API, the projectors and the workers, in one process, on one loop.
+"""`valueledger serve`: the API, the projectors and the webhook worker, in one process, on one
+loop.
 
 With no URLs configured it runs on the embedded PostgreSQL and Redis in the data folder. It
 applies the schema, makes a first vendor staff member if there is none (printing the one-time
@@ -23,8 +24,10 @@ from projections.registry import PROJECTORS
 from valueledger.services import Services, open_services
 from valueledger.settings import Settings
 from workers.projectors import run_projectors, stop_on_signals
+from workers.webhook_format import load_endpoints
+from workers.webhooks import run_webhooks
 
-ServeRole = Literal["all", "api", "projectors"]
+ServeRole = Literal["all", "api", "projectors", "worker"]
 
 
 class _Server(uvicorn.Server):
@@ -61,6 +64,8 @@ async def serve(
     """Run the chosen parts until SIGINT or SIGTERM."""
     configure_logging()
     configure_tracing()
+    # Read before anything starts, so a bad endpoints file stops the service at once.
+    endpoints = load_endpoints(settings.webhooks) if settings.webhooks else []
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with open_services(settings, database_url, redis_url) as services:
@@ -77,6 +82,17 @@ async def serve(
             parts.append(
                 run_projectors(
                     services.pool, PROJECTORS, stop, invalidate=services.cache.invalidate
+                )
+            )
+        if role in {"all", "worker"}:
+            parts.append(
+                run_webhooks(
+                    services.store,
+                    redis_url,
+                    endpoints,
+                    stop,
+                    prefix=settings.cache_prefix,
+                    retry_delays=settings.retry_delays,
                 )
             )
         if role in {"all", "api"}:

@@ -15,6 +15,7 @@ PostgresUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
 RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^(rediss?|unix)://")]
 RoleName = Annotated[str, msgspec.Meta(pattern=r"^([a-z_][a-z0-9_]{0,62})?$")]
 CachePrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+Delays = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?){0,19}$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +37,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     jwt_issuer: str | None = None
     jwks_url: str | None = None
     """An external identity provider's JWKS: its RS256/ES256 tokens are accepted too."""
+    webhooks: str | None = None
+    """Path of the JSON file listing the webhook endpoints (docs/webhooks.md); none: no
+    webhooks are sent."""
+    webhook_retry_delays: Delays = "300,1800,7200"
+    """Seconds to wait before each further attempt after a failed one, comma-separated."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "jwt_audience": "VALUELEDGER_JWT_AUDIENCE",
             "jwt_issuer": "VALUELEDGER_JWT_ISSUER",
             "jwks_url": "VALUELEDGER_JWKS_URL",
+            "webhooks": "VALUELEDGER_WEBHOOKS",
+            "webhook_retry_delays": "VALUELEDGER_WEBHOOK_RETRY_DELAYS",
         }
         values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
         for field in (
@@ -61,6 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "jwt_audience",
             "jwt_issuer",
             "jwks_url",
+            "webhooks",
         ):
             if values.get(field) == "":
                 del values[field]
@@ -70,6 +79,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             field = str(error).rsplit("`$.", 1)[-1].rstrip("`")
             env_name = names.get(field, field)
             raise ValueError(f"invalid configuration: {env_name}: {error}") from None
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """`webhook_retry_delays` as seconds."""
+        return tuple(float(delay) for delay in self.webhook_retry_delays.split(","))
 
     @property
     def data_path(self) -> Path:
@@ -112,7 +126,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"cache_prefix={self.cache_prefix!r}, "
             f"jwt_secret={'***' if self.jwt_secret else None!r}, "
             f"jwt_audience={self.jwt_audience!r}, jwt_issuer={self.jwt_issuer!r}, "
-            f"jwks_url={self.jwks_url!r})"
+            f"jwks_url={self.jwks_url!r}, webhooks={self.webhooks!r}, "
+            f"webhook_retry_delays={self.webhook_retry_delays!r})"
         )
 
     __str__ = __repr__

@@ -1,0 +1,349 @@
+"""Signed outbound webhooks: the ledger's events, delivered to the vendor's endpoints.
+
+The operator lists the endpoints in a JSON file (VALUELEDGER_WEBHOOKS; workers.webhook_format
+and docs/webhooks.md). Three parts, each safe to crash at any point:
+
+1. The dispatcher follows the ledger once per endpoint, from the ledger's beginning
+   (checkpoint ``webhooks:<endpoint id>``), and in the transaction that moves the checkpoint
+   writes a `webhook_deliveries` row for every event the endpoint wants: exactly once per
+   event and endpoint, in the same commit-safe order the projectors use.
+2. After the commit it queues an arq job per new row, the job id being the row's key, so one
+   delivery is never queued twice at once. The jobs run in any worker process on the same
+   Redis and cache prefix (`valueledger serve`, or `--role worker`).
+3. A job claims its row (counting the attempt, and taking a lease: next_attempt_at moves past
+   the request's timeout), POSTs the signed body, and records the answer: delivered on a 2xx;
+   otherwise tried again after each of the configured delays (by default the architecture's
+   5 minutes, 30 minutes and 2 hours), then failed.
+
+The dispatcher also sweeps: a pending row due for longer than SWEEP_GRACE has no job (Redis
+lost its queue, or a worker died during an attempt and its lease lapsed), so it is queued
+again. Delivery is therefore at least once, and a receiver drops repeats by ``webhook-id``.
+Order is not promised: a retried event arrives after later ones; ``data.seq`` orders them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+import httpx
+import msgspec
+import structlog
+from arq.connections import ArqRedis
+from arq.worker import Retry, Worker, func
+from prometheus_client import Counter
+from redis.asyncio import ConnectionPool
+
+from eventstore.store import NOTIFY_CHANNEL, EventStore, read_committed
+from projections.runner import locked_checkpoint, save_checkpoint, wait_until
+from workers.webhook_format import Endpoint, body, message_id, signature
+
+log = structlog.get_logger(__name__)
+
+REQUEST_TIMEOUT: Final = 10.0
+"""Seconds an endpoint has to answer one attempt."""
+LEASE_SECONDS: Final = 60.0
+"""How long a claimed attempt holds its row: longer than any attempt can take."""
+SWEEP_INTERVAL: Final = 15.0
+"""Seconds between sweeps for pending rows that lost their job."""
+SWEEP_GRACE: Final = 5.0
+"""How long past due a pending row must be before the sweep queues it again."""
+BATCH_SIZE: Final = 500
+"""Events read per endpoint and transaction."""
+POLL_INTERVAL: Final = 1.0
+"""Seconds between looks at the ledger when no notification came."""
+STOP_GRACE: Final = 5.0
+"""On stop, how long running attempts may finish before they are cancelled (their rows are
+then picked up again when their lease lapses)."""
+JOB: Final = "deliver_webhook"
+
+DELIVERIES: Final = Counter(
+    "valueledger_webhook_attempts_total",
+    "Webhook delivery attempts, by endpoint and outcome (delivered, retried, failed).",
+    ["endpoint", "outcome"],
+)
+
+_CLAIM_SQL: Final = """
+UPDATE webhook_deliveries
+   SET attempts = attempts + 1,
+       next_attempt_at = clock_timestamp() + make_interval(secs => $4)
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3 AND status = 'pending'
+   AND next_attempt_at <= clock_timestamp() + interval '1 second'
+RETURNING attempts
+"""
+_DELIVERED_SQL: Final = """
+UPDATE webhook_deliveries
+   SET status = 'delivered', delivered_at = clock_timestamp(), last_status = $4, last_error = NULL
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3
+"""
+_RETRY_SQL: Final = """
+UPDATE webhook_deliveries
+   SET next_attempt_at = clock_timestamp() + make_interval(secs => $4), last_status = $5,
+       last_error = $6
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3
+"""
+_FAILED_SQL: Final = """
+UPDATE webhook_deliveries SET status = 'failed', last_status = $4, last_error = $5
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3
+"""
+
+
+def checkpoint_of(endpoint_id: str) -> str:
+    """The endpoint's row in subscription_checkpoints."""
+    return f"webhooks:{endpoint_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one endpoint: a row of webhook_deliveries."""
+
+    endpoint_id: str
+    tenant: str
+    seq: int
+
+
+class Webhooks:
+    """Queues and delivers the ledger's events to `endpoints`; one per process."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        queue: ArqRedis,
+        endpoints: Sequence[Endpoint],
+        *,
+        prefix: str,
+        retry_delays: Sequence[float],
+        client: httpx.AsyncClient,
+        sweep_grace: float = SWEEP_GRACE,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._endpoints = {endpoint.id: endpoint for endpoint in endpoints}
+        self._prefix = prefix
+        self._retry_delays = tuple(retry_delays)
+        self._client = client
+        self._sweep_grace = sweep_grace
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self._prefix}:webhooks"
+
+    def job_id(self, delivery: Delivery) -> str:
+        return f"{self._prefix}:webhook:{delivery.endpoint_id}:{delivery.tenant}:{delivery.seq}"
+
+    # --- queueing ---------------------------------------------------------------------------
+
+    async def dispatch(self) -> int:
+        """One batch per endpoint: rows written and jobs queued; returns the most events any
+        endpoint read (BATCH_SIZE: behind, call again at once)."""
+        most = 0
+        for endpoint in self._endpoints.values():
+            name = checkpoint_of(endpoint.id)
+            async with self._store.pool.acquire() as connection, connection.transaction():
+                cursor = await locked_checkpoint(connection, name)
+                records = await read_committed(connection, cursor, BATCH_SIZE)
+                if not records:
+                    continue
+                wanted = [record for record in records if endpoint.wants(record.type)]
+                rows = await connection.fetch(
+                    "INSERT INTO webhook_deliveries (endpoint_id, tenant, seq, event_type)"
+                    " SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING tenant, seq",
+                    endpoint.id,
+                    [record.tenant for record in wanted],
+                    [record.seq for record in wanted],
+                    [record.type for record in wanted],
+                )
+                await save_checkpoint(connection, name, records[-1].cursor)
+            await self._enqueue([Delivery(endpoint.id, row["tenant"], row["seq"]) for row in rows])
+            most = max(most, len(records))
+        return most
+
+    async def sweep(self) -> int:
+        """Queue again the pending rows that are past due and so have lost their job."""
+        rows = await self._store.pool.fetch(
+            "SELECT endpoint_id, tenant, seq FROM webhook_deliveries"
+            " WHERE status = 'pending' AND endpoint_id = ANY($1::text[])"
+            "   AND next_attempt_at < clock_timestamp() - make_interval(secs => $2)"
+            " ORDER BY next_attempt_at LIMIT 1000",
+            list(self._endpoints),
+            self._sweep_grace,
+        )
+        await self._enqueue(
+            [Delivery(row["endpoint_id"], row["tenant"], row["seq"]) for row in rows]
+        )
+        return len(rows)
+
+    async def _enqueue(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            await self._queue.enqueue_job(
+                JOB,
+                delivery.endpoint_id,
+                delivery.tenant,
+                delivery.seq,
+                _job_id=self.job_id(delivery),
+                _queue_name=self.queue_name,
+            )
+
+    # --- delivering -------------------------------------------------------------------------
+
+    async def deliver(self, delivery: Delivery) -> str:
+        """One attempt, if the row is due; raises arq's Retry when another attempt will come."""
+        endpoint = self._endpoints.get(delivery.endpoint_id)
+        if endpoint is None:  # removed from the configuration: its rows wait, untouched
+            return "endpoint not configured"
+        key = (delivery.endpoint_id, delivery.tenant, delivery.seq)
+        pool = self._store.pool
+        attempts = await pool.fetchval(_CLAIM_SQL, *key, LEASE_SECONDS)
+        if attempts is None:
+            return "not due"  # delivered, failed, or another attempt holds it
+        [record] = await self._store.read_tenant(delivery.tenant, delivery.seq, 1)
+        payload = body(record)
+        webhook_id = message_id(record.tenant, record.seq)
+        stamp = int(time.time())
+        status: int | None = None
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": signature(endpoint.key, webhook_id, stamp, payload),
+        }
+        try:
+            # Streamed and never read: only the status counts, whatever size the answer.
+            async with self._client.stream(
+                "POST", endpoint.url, content=payload, headers=headers
+            ) as answer:
+                status = answer.status_code
+            error = None if 200 <= status < 300 else f"answered HTTP {status}"
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}"[:500]
+        if error is None:
+            await pool.execute(_DELIVERED_SQL, *key, status)
+            DELIVERIES.labels(endpoint.id, "delivered").inc()
+            return "delivered"
+        if attempts <= len(self._retry_delays):
+            delay = self._retry_delays[attempts - 1]
+            await pool.execute(_RETRY_SQL, *key, delay, status, error)
+            DELIVERIES.labels(endpoint.id, "retried").inc()
+            log.info("webhook_retry", endpoint=endpoint.id, webhook_id=webhook_id, error=error)
+            raise Retry(defer=delay)
+        await pool.execute(_FAILED_SQL, *key, status, error)
+        DELIVERIES.labels(endpoint.id, "failed").inc()
+        log.warning("webhook_failed", endpoint=endpoint.id, webhook_id=webhook_id, error=error)
+        return "failed"
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def follow(self, stop: asyncio.Event, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
+        """Dispatch as the ledger grows and sweep now and then, until `stop` is set."""
+        wake = asyncio.Event()
+
+        def on_notify(*_args: object) -> None:
+            wake.set()
+
+        swept = 0.0
+        async with self._store.pool.acquire() as listener:
+            await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+            try:
+                while not stop.is_set():
+                    wake.clear()
+                    if time.monotonic() - swept >= sweep_interval:
+                        await self.sweep()
+                        swept = time.monotonic()
+                    if await self.dispatch() == BATCH_SIZE:
+                        continue
+                    await wait_until(stop, min(POLL_INTERVAL, sweep_interval), wake)
+            finally:
+                await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+
+
+async def _deliver_job(ctx: dict[str, Any], endpoint_id: str, tenant: str, seq: int) -> str:
+    webhooks: Webhooks = ctx["webhooks"]
+    return await webhooks.deliver(Delivery(endpoint_id, tenant, seq))
+
+
+def connect_queue(redis_url: str, prefix: str) -> ArqRedis:
+    """arq's client, with jobs as msgpack (arq's default, pickle, would run whatever a writer
+    to Redis put there)."""
+    return ArqRedis(
+        ConnectionPool.from_url(redis_url),
+        job_serializer=msgspec.msgpack.encode,
+        job_deserializer=msgspec.msgpack.decode,
+        default_queue_name=f"{prefix}:webhooks",
+    )
+
+
+async def run_webhooks(
+    store: EventStore,
+    redis_url: str,
+    endpoints: Sequence[Endpoint],
+    stop: asyncio.Event,
+    *,
+    prefix: str,
+    retry_delays: Sequence[float],
+    sweep_interval: float = SWEEP_INTERVAL,
+    sweep_grace: float = SWEEP_GRACE,
+) -> None:
+    """The webhook worker: dispatcher and arq worker in this loop, until `stop` is set."""
+    if not endpoints:
+        log.info("webhooks_idle", reason="no endpoints configured (VALUELEDGER_WEBHOOKS)")
+        await stop.wait()
+        return
+    queue = connect_queue(redis_url, prefix)
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, follow_redirects=False) as client:
+        webhooks = Webhooks(
+            store,
+            queue,
+            endpoints,
+            prefix=prefix,
+            retry_delays=retry_delays,
+            client=client,
+            sweep_grace=sweep_grace,
+        )
+        worker = Worker(
+            # Attempts are counted in webhook_deliveries, not by arq: its count would carry
+            # over when a lost job is queued again under the same id.
+            [func(_deliver_job, name=JOB, max_tries=1_000_000)],
+            queue_name=webhooks.queue_name,
+            redis_pool=queue,
+            handle_signals=False,
+            ctx={"webhooks": webhooks},
+            keep_result=0,
+            poll_delay=0.2,
+            job_timeout=LEASE_SECONDS,
+            job_serializer=msgspec.msgpack.encode,
+            job_deserializer=msgspec.msgpack.decode,
+        )
+        running = asyncio.create_task(worker.main())
+        log.info("webhooks_starting", endpoints=[endpoint.id for endpoint in endpoints])
+        try:
+            await webhooks.follow(stop, sweep_interval=sweep_interval)
+        finally:
+            worker.allow_pick_jobs = False
+            attempts = [task for task in worker.tasks.values() if not task.done()]
+            if attempts:
+                await asyncio.wait(attempts, timeout=STOP_GRACE)
+            # What Worker.close does, but with the client's current aclose: cancel what still
+            # runs (its row waits for its lease to lapse), then let go of Redis.
+            worker.handle_sig(signal.SIGTERM)
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+            await queue.delete(worker.health_check_key)
+            await queue.aclose(close_connection_pool=True)
+        log.info("webhooks_stopped")
+
+
+async def delivery_counts(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
+    """How many deliveries each endpoint has in each status: for `valueledger webhooks`."""
+    rows = await pool.fetch(
+        "SELECT endpoint_id, status, count(*) AS n FROM webhook_deliveries GROUP BY 1, 2"
+    )
+    return {(row["endpoint_id"], row["status"]): row["n"] for row in rows}
