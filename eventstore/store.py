@@ -310,6 +310,34 @@ _APPEND_REMEMBERING_SQL: Final = _APPEND_TEMPLATE.format(
 )""",
 )
 _APPEND_SQL: Final = _APPEND_TEMPLATE.format(taken_keys="", remembered="")
+# The commonest round, one record without an idempotency key (a lone writer's append): the
+# same checks with scalars in place of arrays, which PostgreSQL binds and runs in about two
+# thirds of the time. One head, so no lock order to keep. The stream's latest event gives its
+# version, or -1 when it belongs to another tenant.
+_APPEND_ONE_SQL: Final = """
+WITH moved AS (
+    UPDATE chain_heads
+       SET seq = $2::bigint + 1, hash = $4, recorded_at = $5::timestamptz, key_id = $6
+     WHERE tenant = $1 AND seq = $2::bigint AND hash = $3
+       AND coalesce((SELECT CASE WHEN e.tenant = $1 THEN e.version ELSE -1 END
+                       FROM events e WHERE e.stream_id = $7
+                      ORDER BY e.version DESC LIMIT 1), 0) = $8::bigint - 1
+       AND EXISTS (SELECT 1 FROM signing_keys
+                    WHERE key_id = $6 AND retired_at IS NULL AND created_at <= $5::timestamptz)
+    RETURNING tenant
+), inserted AS (
+    INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
+                        recorded_at, prev_hash, hash, signature, key_id)
+    SELECT (SELECT max(epoch) FROM store_epochs), $1, $2::bigint + 1, $7, $8::bigint, $9,
+           $10::bytea, j.doc -> 'data', j.doc -> 'meta', $5::timestamptz, $3, $4, $11, $6
+    FROM (SELECT convert_from($10::bytea, 'UTF8')::jsonb AS doc) j
+    WHERE EXISTS (SELECT 1 FROM moved)
+    RETURNING position, epoch
+)
+SELECT (SELECT array_agg(tenant) FROM moved) AS moved, array_agg(position) AS positions,
+       min(epoch) AS epoch, pg_current_xact_id()::text::bigint AS tx_id
+FROM inserted
+"""
 _NOTIFY_SQL: Final = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # A tenant's head row exists from its first append on (seq 0, the genesis hash), so that every
 # append, the first included, is the same conditional move of that row. Created in tenant
@@ -959,6 +987,10 @@ class EventStore:
             record.signature = signature
 
     async def _call_append(self, connection: Connection, group: list[_Batch]) -> asyncpg.Record:
+        if len(group) == 1 and len(group[0].records) == 1:
+            outcome = await self._call_append_one(connection, group[0])
+            if outcome is not None:
+                return outcome
         tenants: list[str] = []
         bases: list[int] = []
         base_hashes: list[str] = []
@@ -1013,6 +1045,32 @@ class EventStore:
             [r.signature for r in records],
             stamped,
             *(keys if keys[0] else ()),
+        )
+        assert outcome is not None  # noqa: S101 - the statement always returns one row
+        return outcome
+
+    async def _call_append_one(
+        self, connection: Connection, batch: _Batch
+    ) -> asyncpg.Record | None:
+        """The round of one record, or None when its append carries an idempotency key (the
+        general statement records keys)."""
+        append = batch.planned[0].append
+        if append.idempotency_key is not None:
+            return None
+        record = batch.records[0]
+        outcome: asyncpg.Record | None = await connection.fetchrow(
+            _APPEND_ONE_SQL,
+            batch.lane.tenant,
+            batch.base[0],
+            batch.base[1],
+            record.hash,
+            batch.recorded_at,
+            self._key.key_id,
+            append.stream,
+            record.version,
+            append.types[0],
+            record.canonical,
+            record.signature,
         )
         assert outcome is not None  # noqa: S101 - the statement always returns one row
         return outcome

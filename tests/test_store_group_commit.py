@@ -118,6 +118,25 @@ async def test_a_tenant_moved_by_another_store_is_refused_alone_and_rebuilt(
     assert await verified_records(database_url, tenants) == 7
 
 
+async def test_a_lone_append_on_a_head_another_store_moved_is_rebuilt(
+    store: EventStore, other_store: EventStore, database_url: str, meta: Metadata
+) -> None:
+    """The one-record round (its own, leaner statement) is refused and rebuilt the same way;
+    a stale expected version still fails with the true one."""
+    (tenant,) = _tenants(1)
+    await store.append(f"{tenant}-s", [NewEvent("A", {})], NO_STREAM, tenant, meta)
+    await other_store.append(f"{tenant}-x", [NewEvent("X", {})], NO_STREAM, tenant, meta)
+    await other_store.append(f"{tenant}-s", [NewEvent("Y", {})], 1, tenant, meta)
+    mine = await store.append(f"{tenant}-t", [NewEvent("B", {})], NO_STREAM, tenant, meta)
+    assert (mine[0].seq, mine[0].version) == (4, 1)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append(f"{tenant}-s", [NewEvent("C", {})], 1, tenant, meta)
+    assert caught.value.actual == 2
+    with pytest.raises(StreamOwnershipError):
+        await store.append(f"{tenant}-s", [NewEvent("C", {})], 2, f"{tenant}-other", meta)
+    assert await verified_records(database_url, [tenant]) == 4
+
+
 async def test_a_stale_stream_of_one_tenant_fails_only_its_append(
     store: EventStore, other_store: EventStore, meta: Metadata
 ) -> None:
