@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore.errors import ConcurrencyError, StreamOwnershipError
+from eventstore.keys import rotate_key, write_new_private_key
 from eventstore.store import EventStore, Metadata, NewEvent, RecordedEvent, StreamState
 from tests.conftest import (
     FreshDatabases,
@@ -228,6 +229,55 @@ async def test_an_idempotency_key_committed_by_another_store_is_answered_from_th
 async def race_database(main_server: FreshDatabases) -> str:
     """A database of its own, so that its deadlock count is this test's alone."""
     return await main_server.create(f"race_{secrets.token_hex(3)}")
+
+
+async def test_a_caller_cancelled_while_queued_leaves_the_round_to_the_others(
+    store: EventStore, meta: Metadata
+) -> None:
+    tenants = _tenants(3)
+    calls = [
+        asyncio.ensure_future(store.append(f"{t}-s", [NewEvent("A", {})], ANY, t, meta))
+        for t in tenants
+    ]
+    await asyncio.sleep(0)  # queued, not yet taken by a round
+    calls[1].cancel()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    assert [len(await store.read_tenant(t)) for t in tenants] == [1, 0, 1]
+
+
+async def test_a_key_rotated_under_a_running_round_is_picked_up_for_every_tenant(
+    race_database: str, tmp_path: Path, meta: Metadata
+) -> None:
+    """Another process rotates the key while a store has rounds in flight and prepared: the
+    statements it then sends are refused (the key is retired), it loads the new key once, and
+    every tenant's appends go in signed by one key or the other, none lost, all verifying."""
+    write_new_private_key(tmp_path / "signing-key.pem")
+    tenants = _tenants(4)
+    async with open_store(settings_for(race_database, tmp_path), race_database) as one:
+
+        async def writer(tenant: str, first: int, count: int) -> list[str]:
+            keys = []
+            for n in range(first, first + count):
+                done = await one.append(f"{tenant}-s", [NewEvent("T", {"n": n})], ANY, tenant, meta)
+                keys.append(done[0].key_id)
+            return keys
+
+        async def rotate() -> None:
+            connection = await asyncpg.connect(race_database)
+            try:
+                await rotate_key(connection, write_new_private_key(tmp_path / "signing-key.pem"))
+            finally:
+                await connection.close()
+
+        before = await asyncio.gather(*(writer(t, 0, 5) for t in tenants))
+        rotation = asyncio.ensure_future(rotate())
+        during = await asyncio.gather(*(writer(t, 5, 25) for t in tenants))
+        await rotation
+    old_key = before[0][0]
+    assert all(keys == [old_key] * 5 for keys in before)
+    assert all(keys[-1] != old_key for keys in during)
+    assert await verified_records(race_database, tenants) == 4 * 30
 
 
 async def _deadlocks_once_closed(url: str) -> int:
