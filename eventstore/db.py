@@ -36,7 +36,8 @@ async def apply_schema(dsn: str) -> None:
 
 async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     """Skip asyncpg's reset round trip on every release: the store leaves no session state
-    behind (its one LISTEN is removed before the connection goes back)."""
+    behind (its one LISTEN is removed, and its writer connection's plan setting reset, before
+    the connection goes back)."""
 
 
 async def create_pool(

@@ -5,9 +5,10 @@ RSA signing is the ceiling of a signed append (about 3,600 signatures/s per core
 hand-off costs more than one signature is worth when nothing else is waiting. So:
 
 - a small request with nothing queued or in flight is signed in place;
-- otherwise requests queue, and each free signing thread takes *everything* queued as one
-  batch. Under load from many lanes (tenants) at once, hand-offs are amortised over many
-  signatures and every thread is busy; a lone writer never pays for a hand-off.
+- otherwise a request is cut into one share per thread, and the shares queue; each free
+  signing thread takes everything queued as one batch. The store sends one request per round
+  of appends (every tenant's records at once), so the cut is what lets a round use every core,
+  also while the round before is being committed; a lone writer never pays for a hand-off.
 """
 
 from __future__ import annotations
@@ -45,17 +46,15 @@ class BatchSigner:
         if alone and idle and len(hashes) <= INLINE_LIMIT:
             return [sign_hash(key, digest) for digest in hashes]
         loop = asyncio.get_running_loop()
-        if alone and idle and len(hashes) >= 2 * self._threads:
-            # One big batch on its own: a share for every thread.
-            share = -(-len(hashes) // self._threads)
-            parts = [hashes[i : i + share] for i in range(0, len(hashes), share)]
-            futures = [self._enqueue(loop, key, part) for part in parts]
-            self._pump(loop)
-            signed = await asyncio.gather(*futures)
-            return [signature for part in signed for signature in part]
-        future = self._enqueue(loop, key, hashes)
+        share = -(-len(hashes) // self._threads)
+        futures = [
+            self._enqueue(loop, key, hashes[i : i + share]) for i in range(0, len(hashes), share)
+        ]
         self._pump(loop)
-        return await future
+        if len(futures) == 1:
+            return await futures[0]
+        signed = await asyncio.gather(*futures)
+        return [signature for part in signed for signature in part]
 
     def _enqueue(
         self, loop: asyncio.AbstractEventLoop, key: rsa.RSAPrivateKey, hashes: list[str]

@@ -1,12 +1,15 @@
 """The append-only event store: PostgreSQL, one hash chain per tenant, every record signed.
 
-Write path. Each tenant has a lane in this process; appends queue on it and one task commits
-them in batches (group commit): one statement and one round trip per batch, which moves the
-tenant's chain head and inserts the records. The lane caches the chain head, so records are
-built and signed before touching the database, and the statement only confirms that head under
-its row lock; while it is in flight, the next batch is already built and signed. Another
-process having moved the head (or a stream) makes the statement write nothing; the lane learns
-what it found, rebuilds, re-signs and tries again. Different tenants never wait on each other.
+Write path. Each tenant has a lane in this process, where its appends queue; one task per
+process commits them (group commit), and every tenant with appends waiting goes into the same
+statement: one statement, one commit and one round trip per round, whatever the number of
+tenants. Each lane caches its chain head, so records are built and signed before touching the
+database; the statement locks the heads it moves in tenant order (so processes cannot
+deadlock), moves each head only if it is still the one its records were built on, and inserts
+the records of exactly the tenants whose heads moved. While it is in flight, the next round is
+built and signed on the heads it will leave. A tenant whose head another process moved (or
+whose stream moved) is told so alone; its lane learns what changed, rebuilds, re-signs and
+tries again, while the other tenants of the statement are committed.
 
 Read path. Positions come from a sequence, so they are handed out before commit and commit out
 of order. Readers therefore order by (epoch, tx_id, position) and only hand out rows whose
@@ -20,8 +23,8 @@ import asyncio
 import enum
 import hashlib
 import re
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -56,6 +59,9 @@ IDEMPOTENCY_KEY_FORMAT: Final = re.compile(r"[\x21-\x7e]{1,200}\Z")
 MAX_RECORD_BYTES: Final = 64 * 1024
 MAX_EVENTS_PER_APPEND: Final = 500
 MAX_BATCH_EVENTS: Final = 1000
+# Tenants per statement: bounds the heads one statement holds, and its cost of matching records
+# to the heads that moved.
+MAX_BATCH_TENANTS: Final = 100
 MAX_REBUILDS: Final = 50
 NOTIFY_CHANNEL: Final = "valueledger_events"
 NOTIFY_SPACING: Final = 0.005
@@ -149,6 +155,10 @@ class _Append:
     idempotency_key: str | None
     content_hash: str
     future: asyncio.Future[list[RecordedEvent]]
+    # Set when a statement it shared failed as a whole: it is then committed alone, so that it
+    # fails alone if it was the cause.
+    solo: bool = False
+    rebuilds: int = 0
 
 
 @dataclass(slots=True)
@@ -158,19 +168,24 @@ class _Head:
     recorded_at: datetime | None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Lane:
+    """A tenant's queue in this process, and what it knows of the tenant's chain."""
+
     tenant: str
     tenant_json: bytes
-    head: _Head | None = None
-    pending: list[_Append] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
+    head: _Head | None = None  # None: read it before building on it
+    pending: deque[_Append] = field(default_factory=deque)
+    # Stream versions found when a statement refused this tenant: committed facts the next
+    # build starts from. Forgotten once a batch of the lane commits.
+    known: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Record:
     seq: int
     version: int
+    prev_hash: str
     hash: str
     canonical: bytes
     signature: str = ""
@@ -185,16 +200,21 @@ class _Planned:
 
 @dataclass(slots=True)
 class _Batch:
-    """Appends laid on a chain head: records built, and signed once _sign has run."""
+    """One tenant's share of a statement: its appends laid on a chain head, the records built,
+    and signed once _sign has run."""
 
+    lane: _Lane
     appends: list[_Append]
     planned: list[_Planned]
     conflicts: list[tuple[_Append, ConcurrencyError]]
     recorded_at: datetime
     base: tuple[int, str, str]  # head seq and hash it was built on, and the signing key id
+    records: list[_Record]
 
-    def records(self) -> list[_Record]:
-        return [record for item in self.planned for record in item.records]
+    def end(self) -> _Head:
+        """The head this batch leaves once committed."""
+        last = self.records[-1]
+        return _Head(last.seq, last.hash, self.recorded_at)
 
     def final_versions(self) -> dict[str, int]:
         return {item.append.stream: item.records[-1].version for item in self.planned}
@@ -206,94 +226,158 @@ _EVENT_COLUMNS: Final = """
 """
 _decode_record = msgspec.json.Decoder()
 
-# One statement, one round trip, per batch. The conditional move of the tenant's chain head is
-# the lock and the check at once: it succeeds only if the head is still the one the records were
-# built on, every stream is at the version they assume and owned by this tenant, and the key may
-# sign; only then are the records and idempotency keys written. If the head was moved
-# concurrently, the row lock's re-check fails the move. On failure nothing is
-# written, positions come back NULL, and _DIAGNOSE_SQL says why (the rare path pays for it).
+# One statement, one commit, one round trip per round, for every tenant in it ($1: the
+# tenants; $2/$3 the heads their records were built on; $4/$5 the heads they move to).
+#
+# Locking. `locked` takes the row locks of the statement's heads in tenant order: FOR UPDATE
+# locks rows as they leave the sort, and a CTE with a locking clause is never folded into the
+# query that uses it. `moved` only updates heads that `locked` has returned, so rows it already
+# holds; and the inserts start only once every head has moved (`moved` is read whole by an
+# InitPlan, ARRAY(SELECT ...), before the first record row is filtered). So a statement waiting
+# for a head holds only heads of lower tenants, and two processes locking overlapping sets cannot
+# wait on each other in a cycle. No lock is wider than a row: tenants that share no head never
+# wait on each other.
+#
+# Checking. A head moves only if it is still the one its records were built on (re-checked on
+# the latest row version when a concurrent commit moved it: READ COMMITTED), every stream is at
+# the version the records assume and owned by this tenant, no idempotency key is taken, and the
+# key may sign. The stream and key checks read the statement's snapshot, which is current for
+# the tenant whenever the head check passes: every commit to a tenant's streams or keys moves its
+# head, and the expected head was committed before the statement began. Only the records of
+# tenants that moved are inserted; `moved` says which, and _DIAGNOSE_SQL says why the others did
+# not (the rare path pays for it).
 _APPEND_TEMPLATE: Final = """
-WITH args AS (
-    SELECT * FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bytea[], $9::text[],
-                         $10::text[]) WITH ORDINALITY
-        AS u(stream_id, version, type, canonical, hash, signature, i)
+WITH heads AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
+                         $6::timestamptz[]) AS u(tenant, seq, hash, new_seq, new_hash, recorded_at)
+), locked AS MATERIALIZED (
+    SELECT tenant, seq, hash FROM chain_heads WHERE tenant = ANY($1::text[])
+    ORDER BY tenant
+    FOR UPDATE
+), records AS (
+    SELECT * FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[],
+                         $13::bytea[], $14::text[], $15::text[], $16::text[], $17::timestamptz[])
+        WITH ORDINALITY AS u(tenant, seq, stream_id, version, type, canonical, prev_hash, hash,
+                             signature, recorded_at, i)
+), refused AS (
+    SELECT f.tenant
+    FROM (SELECT tenant, stream_id, min(version) AS first_version FROM records
+          GROUP BY tenant, stream_id) f
+    LEFT JOIN LATERAL (
+        SELECT e.tenant, e.version FROM events e WHERE e.stream_id = f.stream_id
+        ORDER BY e.version DESC LIMIT 1) AS cur ON true
+    WHERE coalesce(cur.version, 0) <> f.first_version - 1 OR cur.tenant <> f.tenant{taken_keys}
 ), moved AS (
-    UPDATE chain_heads
-       SET seq = $2 + cardinality($9::text[]), hash = ($9::text[])[cardinality($9::text[])],
-           recorded_at = $11, key_id = $4
-     WHERE tenant = $1 AND seq = $2 AND hash = $3
+    UPDATE chain_heads c
+       SET seq = h.new_seq, hash = h.new_hash, recorded_at = h.recorded_at, key_id = $7
+      FROM heads h
+     WHERE c.tenant = h.tenant AND c.seq = h.seq AND c.hash = h.hash
+       AND h.tenant IN (SELECT tenant FROM locked)
+       AND h.tenant NOT IN (SELECT tenant FROM refused)
        AND EXISTS (SELECT 1 FROM signing_keys
-                    WHERE key_id = $4 AND retired_at IS NULL AND created_at <= $11)
-       AND NOT EXISTS (
-            SELECT 1
-            FROM (SELECT stream_id, min(version) AS first_version FROM args GROUP BY stream_id) f
-            LEFT JOIN LATERAL (
-                SELECT e.tenant, e.version FROM events e WHERE e.stream_id = f.stream_id
-                ORDER BY e.version DESC LIMIT 1) AS cur ON true
-            WHERE coalesce(cur.version, 0) <> f.first_version - 1 OR cur.tenant <> $1)
-    RETURNING 1
+                    WHERE key_id = $7 AND retired_at IS NULL AND created_at <= h.recorded_at)
+    RETURNING c.tenant
 ), inserted AS (
     INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
                         recorded_at, prev_hash, hash, signature, key_id)
-    SELECT (SELECT max(epoch) FROM store_epochs), $1, $2 + a.i, a.stream_id, a.version, a.type,
-           a.canonical, j.doc -> 'data', j.doc -> 'meta', $11,
-           CASE WHEN a.i = 1 THEN $3 ELSE ($9::text[])[a.i - 1] END, a.hash, a.signature, $4
-    FROM args a CROSS JOIN LATERAL (SELECT convert_from(a.canonical, 'UTF8')::jsonb AS doc) j
-    WHERE EXISTS (SELECT 1 FROM moved)
-    ORDER BY a.i
+    SELECT (SELECT max(epoch) FROM store_epochs), r.tenant, r.seq, r.stream_id, r.version,
+           r.type, r.canonical, j.doc -> 'data', j.doc -> 'meta', r.recorded_at, r.prev_hash,
+           r.hash, r.signature, $7
+    FROM records r CROSS JOIN LATERAL (SELECT convert_from(r.canonical, 'UTF8')::jsonb AS doc) j
+    WHERE r.tenant = ANY(ARRAY(SELECT tenant FROM moved))
+    ORDER BY r.i
     RETURNING position, epoch
 ){remembered}
-SELECT array_agg(position ORDER BY position) AS positions, min(epoch) AS epoch,
+SELECT (SELECT array_agg(tenant) FROM moved) AS moved,
+       array_agg(position ORDER BY position) AS positions, min(epoch) AS epoch,
        pg_current_xact_id()::text::bigint AS tx_id
 FROM inserted
 """
-# Appends carrying idempotency keys record them in the same statement; a key committed by a
-# concurrent append makes its primary key refuse the whole statement.
+# Appends carrying idempotency keys record them in the same statement. A key already taken
+# refuses its tenant (above); the table's primary key still guards the rest.
 _APPEND_REMEMBERING_SQL: Final = _APPEND_TEMPLATE.format(
+    taken_keys="""
+    UNION ALL
+    SELECT k.tenant FROM unnest($18::text[], $19::text[]) AS k(tenant, key)
+    JOIN append_idempotency a ON a.tenant = k.tenant AND a.idempotency_key = k.key""",
     remembered=""", remembered AS (
     INSERT INTO append_idempotency (tenant, idempotency_key, content_hash, first_seq,
                                     event_count)
-    SELECT $1, k, h, f, c FROM unnest($12::text[], $13::text[], $14::bigint[], $15::int[])
-        AS u(k, h, f, c)
+    SELECT k.tenant, k.key, k.content_hash, k.first_seq, k.event_count
+    FROM unnest($18::text[], $19::text[], $20::text[], $21::bigint[], $22::int[])
+        AS k(tenant, key, content_hash, first_seq, event_count)
+    WHERE k.tenant = ANY(ARRAY(SELECT tenant FROM moved))
+)""",
+)
+_APPEND_SQL: Final = _APPEND_TEMPLATE.format(taken_keys="", remembered="")
+# The commonest round, one record without an idempotency key (a lone writer's append): the
+# same checks with scalars in place of arrays, which PostgreSQL binds and runs in about two
+# thirds of the time. One head, so no lock order to keep. The stream's latest event gives its
+# version, or -1 when it belongs to another tenant.
+_APPEND_ONE_SQL: Final = """
+WITH moved AS (
+    UPDATE chain_heads
+       SET seq = $2::bigint + 1, hash = $4, recorded_at = $5::timestamptz, key_id = $6
+     WHERE tenant = $1 AND seq = $2::bigint AND hash = $3
+       AND coalesce((SELECT CASE WHEN e.tenant = $1 THEN e.version ELSE -1 END
+                       FROM events e WHERE e.stream_id = $7
+                      ORDER BY e.version DESC LIMIT 1), 0) = $8::bigint - 1
+       AND EXISTS (SELECT 1 FROM signing_keys
+                    WHERE key_id = $6 AND retired_at IS NULL AND created_at <= $5::timestamptz)
+    RETURNING tenant
+), inserted AS (
+    INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
+                        recorded_at, prev_hash, hash, signature, key_id)
+    SELECT (SELECT max(epoch) FROM store_epochs), $1, $2::bigint + 1, $7, $8::bigint, $9,
+           $10::bytea, j.doc -> 'data', j.doc -> 'meta', $5::timestamptz, $3, $4, $11, $6
+    FROM (SELECT convert_from($10::bytea, 'UTF8')::jsonb AS doc) j
     WHERE EXISTS (SELECT 1 FROM moved)
-)"""
+    RETURNING position, epoch
 )
-_APPEND_SQL: Final = _APPEND_TEMPLATE.format(remembered="")
-_NOTIFY_SQL: Final = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
-# Why an append did not go in: read after the fact, outside the lock; the caller rebuilds
-# from it and the next attempt is checked under the lock again.
-# A tenant's head row exists from its first append on (seq 0, the genesis hash), so that every
-# append, the first included, is the same conditional move of that row.
-_HEAD_SQL: Final = """
-WITH created AS (
-    INSERT INTO chain_heads (tenant, seq, hash) VALUES ($1, 0, $2)
-    ON CONFLICT (tenant) DO NOTHING
-    RETURNING seq, hash, recorded_at
-)
-SELECT seq, hash, recorded_at FROM created
-UNION ALL
-SELECT seq, hash, recorded_at FROM chain_heads WHERE tenant = $1
+SELECT (SELECT array_agg(tenant) FROM moved) AS moved, array_agg(position) AS positions,
+       min(epoch) AS epoch, pg_current_xact_id()::text::bigint AS tx_id
+FROM inserted
 """
+_NOTIFY_SQL: Final = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
+# A tenant's head row exists from its first append on (seq 0, the genesis hash), so that every
+# append, the first included, is the same conditional move of that row. Created in tenant
+# order, so that two processes creating overlapping sets cannot wait on each other in a cycle.
+_HEADS_SQL: Final = """
+WITH created AS (
+    INSERT INTO chain_heads (tenant, seq, hash)
+    SELECT tenant, 0, $2 FROM unnest($1::text[]) AS u(tenant) ORDER BY tenant
+    ON CONFLICT (tenant) DO NOTHING
+    RETURNING tenant, seq, hash, recorded_at
+)
+SELECT tenant, seq, hash, recorded_at FROM created
+UNION ALL
+SELECT tenant, seq, hash, recorded_at FROM chain_heads WHERE tenant = ANY($1::text[])
+"""
+# Why some tenants' heads did not move: read after the fact, outside the lock, on a fresh
+# snapshot; their lanes rebuild from it and the next attempt is checked under the lock again.
 _DIAGNOSE_SQL: Final = """
 WITH firsts AS (
-    SELECT stream_id, min(version) AS first_version
-    FROM unnest($2::text[], $3::bigint[]) AS u(stream_id, version) GROUP BY stream_id
+    SELECT tenant, stream_id, min(version) AS first_version
+    FROM unnest($2::text[], $3::text[], $4::bigint[]) AS u(tenant, stream_id, version)
+    GROUP BY tenant, stream_id
 ), found AS (
-    SELECT f.stream_id, f.first_version, cur.tenant AS owner,
+    SELECT f.tenant, f.stream_id, f.first_version, cur.tenant AS owner,
            coalesce(cur.version, 0) AS current_version
     FROM firsts f LEFT JOIN LATERAL (
         SELECT e.tenant, e.version FROM events e WHERE e.stream_id = f.stream_id
         ORDER BY e.version DESC LIMIT 1) AS cur ON true
 )
-SELECT h.seq AS head_seq, h.hash AS head_hash, h.recorded_at AS head_recorded_at,
+SELECT t.tenant, h.seq AS head_seq, h.hash AS head_hash, h.recorded_at AS head_recorded_at,
        (SELECT jsonb_object_agg(stream_id, current_version) FROM found
-         WHERE current_version <> first_version - 1) AS stale_streams,
-       (SELECT array_agg(stream_id) FROM found WHERE owner <> $1) AS foreign_streams,
+         WHERE found.tenant = t.tenant AND current_version <> first_version - 1)
+           AS stale_streams,
+       (SELECT array_agg(stream_id) FROM found
+         WHERE found.tenant = t.tenant AND owner <> t.tenant) AS foreign_streams,
        k.created_at AS key_created_at, k.retired_at AS key_retired_at,
        k.key_id IS NOT NULL AS key_known
-FROM (SELECT 1) AS one
-LEFT JOIN chain_heads h ON h.tenant = $1
-LEFT JOIN signing_keys k ON k.key_id = $4
+FROM unnest($1::text[]) AS t(tenant)
+LEFT JOIN chain_heads h ON h.tenant = t.tenant
+LEFT JOIN signing_keys k ON k.key_id = $5
 """
 
 
@@ -366,7 +450,13 @@ class EventStore:
         self._signer = signer or BatchSigner()
         self._poll_interval = poll_interval
         self._lanes: dict[str, _Lane] = {}
-        self._committing = 0
+        # Lanes with appends queued, in the order they are served (an ordered set).
+        self._ready: dict[str, _Lane] = {}
+        self._committer: asyncio.Task[None] | None = None
+        self._writer_connection: PoolConnectionProxy[asyncpg.Record] | None = None
+        # The round whose statement is in flight, and the task building the next one.
+        self._in_flight: list[_Batch] | None = None
+        self._preparing: asyncio.Task[list[_Batch]] | None = None
         self._notifier: asyncio.Task[None] | None = None
         self._notify_again = False
         # Last known version of streams appended with ANY, so such appends usually need no
@@ -410,8 +500,11 @@ class EventStore:
         if lane is None:
             lane = self._lanes[tenant] = _Lane(tenant, msgspec.json.encode(tenant))
         lane.pending.append(prepared)
-        if lane.task is None:
-            lane.task = asyncio.create_task(self._drain(lane))
+        self._ready[tenant] = lane
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_queued())
+        elif self._in_flight is not None and self._preparing is None:
+            self._preparing = asyncio.create_task(self._prepare_following(self._in_flight))
         return await prepared.future
 
     def _prepare(
@@ -483,114 +576,258 @@ class EventStore:
             future=asyncio.get_running_loop().create_future(),
         )
 
-    async def _drain(self, lane: _Lane) -> None:
-        prepared: _Batch | None = None
-        try:
-            while lane.pending or prepared is not None:
-                batch = prepared.appends if prepared is not None else self._take(lane)
-                prepared = await self._commit_isolating_failures(lane, batch, prepared)
-        finally:
-            lane.task = None
+    async def _commit_queued(self) -> None:
+        """Commit every lane's queued appends, round after round, until none are left.
 
-    @staticmethod
-    def _take(lane: _Lane) -> list[_Append]:
-        """The next batch from the lane's queue. A batch never holds one idempotency key twice:
-        the second use waits for the next batch, where it finds the first committed."""
-        batch: list[_Append] = []
-        keys: set[str] = set()
+        A round is one statement for every tenant with appends waiting. While it is in flight
+        the next round is built and signed on the heads this one will leave (pipelining:
+        signing is CPU, the commit waits on the disk); it is sent as built only where those
+        heads are what the statement left."""
+        following: list[_Batch] = []
+        try:
+            while following or self._ready:
+                group = self._still_valid(following)
+                if not group:
+                    group = await self._build_group()
+                following = await self._commit_isolating_failures(group) if group else []
+        finally:
+            self._committer = None
+
+    def _take_group(self, *, pipelined: bool) -> list[tuple[_Lane, list[_Append]]]:
+        """The appends of the next round, lane by lane in turn. A solo append goes alone, in a
+        round of its own that is never prepared ahead. A stream is never claimed by two tenants
+        in one round, nor an idempotency key used twice in one lane's share: the later one waits
+        for the next round, where the first is committed."""
+        if not pipelined:
+            for lane in list(self._ready.values()):
+                self._drop_settled(lane)
+                if lane.pending and lane.pending[0].solo:
+                    alone = [lane.pending.popleft()]
+                    if not lane.pending:
+                        del self._ready[lane.tenant]
+                    return [(lane, alone)]
+        taken: list[tuple[_Lane, list[_Append]]] = []
+        claimed: dict[str, str] = {}
         size = 0
-        while lane.pending and size < MAX_BATCH_EVENTS:
-            key = lane.pending[0].idempotency_key
-            if key is not None and key in keys:
+        for lane in list(self._ready.values()):
+            if size >= MAX_BATCH_EVENTS or len(taken) >= MAX_BATCH_TENANTS:
                 break
-            item = lane.pending.pop(0)
-            batch.append(item)
-            size += len(item.types)
-            if key is not None:
-                keys.add(key)
-        return batch
+            appends: list[_Append] = []
+            keys: set[str] = set()
+            self._drop_settled(lane)
+            while lane.pending and size < MAX_BATCH_EVENTS:
+                item = lane.pending[0]
+                key = item.idempotency_key
+                if item.solo or (key is not None and key in keys):
+                    break
+                if claimed.setdefault(item.stream, lane.tenant) != lane.tenant:
+                    break
+                appends.append(lane.pending.popleft())
+                size += len(item.types)
+                if key is not None:
+                    keys.add(key)
+            del self._ready[lane.tenant]
+            if lane.pending:
+                self._ready[lane.tenant] = lane  # the rest waits, behind the other lanes
+            if appends:
+                taken.append((lane, appends))
+        return taken
 
-    async def _commit_isolating_failures(
-        self, lane: _Lane, batch: list[_Append], prepared: _Batch | None
-    ) -> _Batch | None:
-        """Commit a batch; if it fails as a whole, retry its appends one by one, so that one
-        bad append fails alone and the others still go in. Returns the next batch if it was
-        already prepared while this one was committing."""
+    def _drop_settled(self, lane: _Lane) -> None:
+        """Appends answered while queued (their caller was cancelled, or the ledger answered
+        their idempotency key) leave the queue."""
+        while lane.pending and lane.pending[0].future.done():
+            lane.pending.popleft()
+
+    def _requeue(self, lane: _Lane, appends: list[_Append]) -> None:
+        """Put appends back at the front of their lane, in their order."""
+        waiting = [append for append in appends if not append.future.done()]
+        if waiting:
+            lane.pending.extendleft(reversed(waiting))
+            self._ready[lane.tenant] = lane
+
+    def _isolate(self, parts: list[tuple[_Lane, list[_Append]]], error: Exception) -> None:
+        """A statement (or building it) failed as a whole: its only append fails with the error;
+        several are each committed alone from now on, so that only the cause fails."""
+        waiting = [append for _, appends in parts for append in appends if not append.future.done()]
+        for lane, _ in parts:
+            lane.head = None  # whatever happened, read the head again before building on it
+        if len(waiting) == 1:
+            waiting[0].future.set_exception(error)
+            return
+        for lane, appends in reversed(parts):
+            for append in appends:
+                append.solo = True
+            self._requeue(lane, appends)
+
+    async def _build_group(self) -> list[_Batch]:
+        taken = self._take_group(pipelined=False)
         try:
-            return await self._commit(lane, batch, prepared)
+            group = await self._lay(taken, {})
         except Exception as error:
-            lane.head = None  # whatever happened, re-read the head before building again
-            if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(error)
-                return None
-            for single in batch:
-                if not single.future.done():
-                    self._give_back(
-                        lane, await self._commit_isolating_failures(lane, [single], None)
-                    )
-            return None
+            self._isolate(taken, error)
+            return []
+        return self._sendable(group)
 
-    async def _commit(
-        self, lane: _Lane, batch: list[_Append], prepared: _Batch | None
-    ) -> _Batch | None:
-        self._committing += 1
+    def _still_valid(self, following: list[_Batch]) -> list[_Batch]:
+        """The prepared round, less the batches whose base is no longer the lane's head (the
+        signing key changed meanwhile): those go back to be built again."""
+        group: list[_Batch] = []
+        for batch in following:
+            head = batch.lane.head
+            if head is not None and batch.base == self._base(head):
+                group.append(batch)
+            else:
+                self._requeue(batch.lane, batch.appends)
+        return self._sendable(group)
+
+    def _sendable(self, group: list[_Batch]) -> list[_Batch]:
+        """Batches with records to write. One whose appends all conflict is answered now: its
+        conflicts come from committed versions (found by the database, or left by a batch that
+        has committed since this one was built on it)."""
+        sendable: list[_Batch] = []
+        for batch in group:
+            if batch.planned:
+                sendable.append(batch)
+            else:
+                self._refuse_conflicts(batch)
+        return sendable
+
+    async def _commit_isolating_failures(self, group: list[_Batch]) -> list[_Batch]:
+        """Commit a round; if it fails as a whole, its appends are each committed alone from
+        then on, so that one bad append fails alone and the others still go in. Returns the
+        next round if it was prepared while this one was committing."""
         try:
-            return await self._commit_batch(lane, batch, prepared)
-        finally:
-            self._committing -= 1
+            return await self._commit_group(group)
+        except Exception as error:
+            await self._writer_failed(error)
+            self._isolate([(batch.lane, batch.appends) for batch in group], error)
+            return []
 
-    async def _commit_batch(
-        self, lane: _Lane, batch: list[_Append], prepared: _Batch | None
-    ) -> _Batch | None:
-        """Commit `batch`, using `prepared` if it was built on the head the lane has now.
+    async def _commit_group(self, group: list[_Batch]) -> list[_Batch]:
+        connection = await self._writer()
+        following: list[_Batch] = []
+        self._in_flight = group
+        if self._ready:  # left for the next round: build it while this one commits
+            self._preparing = asyncio.create_task(self._prepare_following(group))
+        try:
+            try:
+                outcome = await self._call_append(connection, group)
+            finally:
+                # The next round may be built already, or still being signed: it is needed
+                # (or given back) whatever happened to this one.
+                self._in_flight = None
+                preparing, self._preparing = self._preparing, None
+                following = await preparing if preparing is not None else []
+        except BaseException as error:
+            self._give_back(following)
+            if not isinstance(error, asyncpg.UniqueViolationError):
+                raise
+            if error.constraint_name != "append_idempotency_pkey":
+                raise
+            # An idempotency key of this round was committed meanwhile by a writer that did not
+            # move the tenant's head (another version of this code): nothing was written;
+            # answer those appends from the ledger and lay the rest again.
+            await self._resolve_idempotent(
+                connection, [append for batch in group for append in batch.appends]
+            )
+            self._give_back(group)
+            return []
+        moved = set(outcome["moved"] or ())
+        positions = iter(outcome["positions"] or ())
+        refused: list[_Batch] = []
+        for batch in group:
+            if batch.lane.tenant in moved:
+                self._settle(batch, positions, outcome["epoch"], outcome["tx_id"])
+                # Only now: a conflict with an append of this batch is real once it is
+                # committed, and a caller deciding again must find it in the ledger.
+                self._refuse_conflicts(batch)
+            else:
+                refused.append(batch)
+        if moved:
+            self._announce()
+        if not refused:
+            return following
+        # Built on heads the refused batches would have left: build those again.
+        again = {batch.lane.tenant for batch in refused}
+        self._give_back([batch for batch in following if batch.lane.tenant in again])
+        following = [batch for batch in following if batch.lane.tenant not in again]
+        try:
+            await self._diagnose(connection, refused)
+        except Exception as error:
+            await self._writer_failed(error)
+            self._isolate([(batch.lane, batch.appends) for batch in refused], error)
+        else:
+            self._give_back(refused)
+        return following
 
-        While the statement is in flight, the next batch queued on the lane is laid on the
-        head this one will leave and signed (pipelining: signing is CPU, the commit waits on
-        the disk). It is handed back only if this batch went in exactly as built; otherwise
-        its appends go back to the front of the queue, to be built again.
-        """
-        known_versions: dict[str, int] = {}
-        async with self._pool.acquire() as connection:
-            for _ in range(MAX_REBUILDS):
-                if lane.head is None:
-                    lane.head = await self._read_head(connection, lane.tenant)
-                if prepared is not None and prepared.base == self._base(lane.head):
-                    planned, prepared = prepared, None
-                else:
-                    planned = self._plan(lane.tenant_json, lane.head, batch, known_versions)
-                    await self._sign(planned)
-                if not planned.planned:
-                    self._refuse_conflicts(planned)
-                    return None
-                call = asyncio.ensure_future(self._call_append(connection, lane, planned))
-                following = await self._prepare_following(lane, planned, call)
-                try:
-                    outcome = await call
-                except asyncpg.UniqueViolationError as error:
-                    self._give_back(lane, following)
-                    if error.constraint_name != "append_idempotency_pkey":
-                        raise
-                    # An idempotency key of this batch committed meanwhile: answer those
-                    # appends from the ledger and lay the rest again.
-                    lane.head = None
-                    await self._resolve_idempotent(connection, planned.planned)
-                    continue
-                except BaseException:
-                    self._give_back(lane, following)
-                    raise
-                if outcome["positions"] is not None:
-                    self._settle(lane, planned, outcome)
-                    # Only now: a conflict with an append of this batch is real once it is
-                    # committed, and a caller deciding again must find it in the ledger.
-                    self._refuse_conflicts(planned)
-                    self._announce()
-                    return following
-                self._give_back(lane, following)
-                await self._diagnose(connection, lane, planned, known_versions)
-        raise EventStoreError(
-            f"tenant {lane.tenant!r}: gave up after {MAX_REBUILDS} rebuilds under contention"
-        )
+    async def _writer(self) -> PoolConnectionProxy[asyncpg.Record]:
+        """The connection the appends go through, held while the store is open.
+
+        Its statements run with generic plans: the append statement is always the same shape,
+        and planning it anew for each call (what PostgreSQL does by default, because its
+        estimate for an array of unknown length makes the generic plan look dearer) costs
+        more than executing it. Set on this connection alone, and reset before it goes back."""
+        if self._writer_connection is None:
+            connection = await self._pool.acquire()
+            try:
+                await connection.execute("SET plan_cache_mode = force_generic_plan")
+            except BaseException:
+                await self._pool.release(connection)
+                raise
+            self._writer_connection = connection
+        return self._writer_connection
+
+    async def _writer_failed(self, error: BaseException) -> None:
+        """After an error that may have broken the writer connection, give it up: the pool
+        replaces it (closed, never with our setting left on it)."""
+        connection = self._writer_connection
+        if connection is None:
+            return
+        if isinstance(error, asyncpg.PostgresError) and not connection.is_closed():
+            return  # the statement failed, the session is sound
+        self._writer_connection = None
+        connection.terminate()
+        await self._pool.release(connection)
+
+    async def _prepare_following(self, current: list[_Batch]) -> list[_Batch]:
+        """Build and sign the next round while `current` is being committed: on the heads
+        `current` will leave for its tenants, on the known heads for the others. Started by the
+        first append queued while a statement is in flight (usually a caller answered by the
+        round before). Nothing is decided: conflicts found are only applied if the prepared
+        batch is sent."""
+        taken = self._take_group(pipelined=True)
+        if not taken:
+            return []
+        try:
+            return await self._lay(taken, {batch.lane.tenant: batch for batch in current})
+        except Exception:  # never leave `current` unawaited: its commit decides its appends
+            for lane, appends in reversed(taken):
+                self._requeue(lane, appends)
+            return []
+
+    def _give_back(self, batches: list[_Batch]) -> None:
+        for batch in reversed(batches):
+            self._requeue(batch.lane, batch.appends)
+
+    async def _lay(
+        self, taken: list[tuple[_Lane, list[_Append]]], in_flight: dict[str, _Batch]
+    ) -> list[_Batch]:
+        """Build and sign each lane's share on its head: the head the lane's batch in flight
+        will leave, else the lane's known head (read first where unknown)."""
+        unknown = [lane for lane, _ in taken if lane.head is None and lane.tenant not in in_flight]
+        if unknown:
+            await self._read_heads(unknown)
+        batches: list[_Batch] = []
+        for lane, appends in taken:
+            before = in_flight.get(lane.tenant)
+            if before is not None:
+                batches.append(self._plan(lane, before.end(), appends, before.final_versions()))
+            else:
+                assert lane.head is not None  # noqa: S101 - read just above
+                batches.append(self._plan(lane, lane.head, appends, lane.known))
+        await self._sign(batches)
+        return batches
 
     @staticmethod
     def _refuse_conflicts(batch: _Batch) -> None:
@@ -598,65 +835,76 @@ class EventStore:
             if not append.future.done():
                 append.future.set_exception(conflict)
 
-    async def _prepare_following(
-        self, lane: _Lane, current: _Batch, call: asyncio.Future[asyncpg.Record]
-    ) -> _Batch | None:
-        """Build and sign the lane's next batch on the head `current` will leave, while
-        `current` is being committed. Nothing is decided: conflicts found are only applied
-        if the prepared batch is used."""
-        if not lane.pending:
-            return None
-        appends = self._take(lane)
-        last = current.records()[-1]
-        projected = _Head(last.seq, last.hash, current.recorded_at)
-        following = self._plan(lane.tenant_json, projected, appends, current.final_versions())
-        try:
-            await self._sign(following)
-        except Exception:  # never leave `current` unawaited: its commit decides its appends
-            self._give_back(lane, following)
-            return None
-        return following
-
-    @staticmethod
-    def _give_back(lane: _Lane, prepared: _Batch | None) -> None:
-        if prepared is not None:
-            lane.pending[:0] = prepared.appends
-
     def _base(self, head: _Head) -> tuple[int, str, str]:
         return (head.seq, head.hash, self._key.key_id)
 
-    async def _diagnose(
-        self,
-        connection: Connection,
-        lane: _Lane,
-        planned: _Batch,
-        known_versions: dict[str, int],
-    ) -> None:
-        """The append did not go in: learn why, and prepare the lane to build again (or raise
-        when building again cannot help)."""
-        records = planned.records()
-        found = await connection.fetchrow(
-            _DIAGNOSE_SQL,
-            lane.tenant,
-            [item.append.stream for item in planned.planned for _ in item.records],
-            [record.version for record in records],
-            self._key.key_id,
+    async def _diagnose(self, connection: Connection, refused: list[_Batch]) -> None:
+        """Some tenants' heads did not move: learn why on a fresh snapshot, set their lanes up
+        to build again, and fail the appends that building again cannot help."""
+        tenants: list[str] = []
+        record_tenants: list[str] = []
+        streams: list[str] = []
+        versions: list[int] = []
+        for batch in refused:
+            tenants.append(batch.lane.tenant)
+            for item in batch.planned:
+                for record in item.records:
+                    record_tenants.append(batch.lane.tenant)
+                    streams.append(item.append.stream)
+                    versions.append(record.version)
+        rows = await connection.fetch(
+            _DIAGNOSE_SQL, tenants, record_tenants, streams, versions, self._key.key_id
         )
-        assert found is not None  # noqa: S101 - the diagnosis always returns one row
-        if found["foreign_streams"]:
-            raise StreamOwnershipError(
-                f"stream {found['foreign_streams'][0]!r} belongs to another tenant"
-            )
-        if not found["key_known"] or found["key_retired_at"] is not None:
-            await self._refresh_key(found)
-        elif found["key_created_at"] > planned.recorded_at:
-            raise SigningKeyError("records would be stamped before the signing key's validity")
-        if found["head_seq"] is None:
-            lane.head = await self._read_head(connection, lane.tenant)
-        else:
-            lane.head = _Head(found["head_seq"], found["head_hash"], found["head_recorded_at"])
-        if found["stale_streams"]:
-            known_versions.update(msgspec.json.decode(found["stale_streams"]))
+        key_failure: SigningKeyError | None = None
+        if not rows[0]["key_known"] or rows[0]["key_retired_at"] is not None:
+            try:
+                await self._refresh_key(rows[0])
+            except SigningKeyError as error:
+                key_failure = error
+        found = {row["tenant"]: row for row in rows}
+        for batch in refused:
+            row = found[batch.lane.tenant]
+            foreign = set(row["foreign_streams"] or ())
+            failure = key_failure
+            if (
+                failure is None
+                and row["key_created_at"] is not None
+                and (row["key_created_at"] > batch.recorded_at and row["key_retired_at"] is None)
+            ):
+                failure = SigningKeyError(
+                    "records would be stamped before the signing key's validity"
+                )
+            for append in batch.appends:
+                if append.future.done():
+                    continue
+                if failure is not None:
+                    append.future.set_exception(failure)
+                elif append.stream in foreign:
+                    append.future.set_exception(
+                        StreamOwnershipError(f"stream {append.stream!r} belongs to another tenant")
+                    )
+            lane = batch.lane
+            if row["head_seq"] is None:
+                lane.head = None
+            else:
+                lane.head = _Head(row["head_seq"], row["head_hash"], row["head_recorded_at"])
+            if row["stale_streams"]:
+                lane.known.update(msgspec.json.decode(row["stale_streams"]))
+        await self._resolve_idempotent(
+            connection, [append for batch in refused for append in batch.appends]
+        )
+        for batch in refused:
+            for append in batch.appends:
+                if append.future.done():
+                    continue
+                append.rebuilds += 1
+                if append.rebuilds >= MAX_REBUILDS:
+                    append.future.set_exception(
+                        EventStoreError(
+                            f"tenant {append.tenant!r}: gave up after {MAX_REBUILDS} rebuilds"
+                            " under contention"
+                        )
+                    )
 
     async def _refresh_key(self, outcome: asyncpg.Record) -> None:
         """The key was retired (rotated by another process) or is unknown: load the current one
@@ -670,7 +918,7 @@ class EventStore:
         raise SigningKeyError(f"signing key {self._key.key_id} {what}; configure the current key")
 
     def _plan(
-        self, tenant_json: bytes, head: _Head, batch: list[_Append], known: dict[str, int]
+        self, lane: _Lane, head: _Head, batch: list[_Append], known: dict[str, int]
     ) -> _Batch:
         """Lay the batch's appends on `head` in order, setting aside (as conflicts) those whose
         expected version cannot hold. `known` holds stream versions as they will be when this
@@ -701,6 +949,7 @@ class EventStore:
         stamp = max(now, self._key.valid_from, head.recorded_at or now)
         stamp_text = format_timestamp(stamp)
         seq, prev_hash = head.seq, head.hash
+        records: list[_Record] = []
         for item in planned:
             append = item.append
             stream_json = msgspec.json.encode(append.stream)
@@ -709,7 +958,7 @@ class EventStore:
             ):
                 seq += 1
                 canonical = assemble_canonical(
-                    tenant_json=tenant_json,
+                    tenant_json=lane.tenant_json,
                     seq=seq,
                     stream_json=stream_json,
                     version=item.first_version + offset,
@@ -719,61 +968,116 @@ class EventStore:
                     recorded_at=stamp_text,
                     prev_hash=prev_hash,
                 )
-                prev_hash = record_hash(canonical)
-                item.records.append(_Record(seq, item.first_version + offset, prev_hash, canonical))
-        return _Batch(batch, planned, conflicts, stamp, self._base(head))
+                record = _Record(
+                    seq, item.first_version + offset, prev_hash, record_hash(canonical), canonical
+                )
+                prev_hash = record.hash
+                item.records.append(record)
+                records.append(record)
+        return _Batch(lane, batch, planned, conflicts, stamp, self._base(head), records)
 
-    async def _sign(self, batch: _Batch) -> None:
-        records = batch.records()
+    async def _sign(self, batches: list[_Batch]) -> None:
+        records = [record for batch in batches for record in batch.records]
+        if not records:
+            return
         signatures = await self._signer.sign(
-            self._key.private_key, [r.hash for r in records], alone=self._committing == 1
+            self._key.private_key, [r.hash for r in records], alone=self._in_flight is None
         )
         for record, signature in zip(records, signatures, strict=True):
             record.signature = signature
 
-    async def _call_append(
-        self, connection: Connection, lane: _Lane, batch: _Batch
-    ) -> asyncpg.Record:
-        records = batch.records()
+    async def _call_append(self, connection: Connection, group: list[_Batch]) -> asyncpg.Record:
+        if len(group) == 1 and len(group[0].records) == 1:
+            outcome = await self._call_append_one(connection, group[0])
+            if outcome is not None:
+                return outcome
+        tenants: list[str] = []
+        bases: list[int] = []
+        base_hashes: list[str] = []
+        ends: list[int] = []
+        end_hashes: list[str] = []
+        stamps: list[datetime] = []
+        record_tenants: list[str] = []
         streams: list[str] = []
         types: list[str] = []
-        idem_keys: list[str] = []
-        idem_hashes: list[str] = []
-        idem_first: list[int] = []
-        idem_counts: list[int] = []
-        for item in batch.planned:
-            append = item.append
-            streams.extend([append.stream] * len(item.records))
-            types.extend(append.types)
-            if append.idempotency_key is not None:
-                idem_keys.append(append.idempotency_key)
-                idem_hashes.append(append.content_hash)
-                idem_first.append(item.records[0].seq)
-                idem_counts.append(len(item.records))
-        head = lane.head
-        assert head is not None  # noqa: S101 - _commit reads it before planning
+        stamped: list[datetime] = []
+        keys: tuple[list[str], list[str], list[str], list[int], list[int]] = ([], [], [], [], [])
+        for batch in group:
+            tenant = batch.lane.tenant
+            last = batch.records[-1]
+            tenants.append(tenant)
+            bases.append(batch.base[0])
+            base_hashes.append(batch.base[1])
+            ends.append(last.seq)
+            end_hashes.append(last.hash)
+            stamps.append(batch.recorded_at)
+            count = len(batch.records)
+            record_tenants.extend([tenant] * count)
+            stamped.extend([batch.recorded_at] * count)
+            for item in batch.planned:
+                append = item.append
+                streams.extend([append.stream] * len(item.records))
+                types.extend(append.types)
+                if append.idempotency_key is not None:
+                    keys[0].append(tenant)
+                    keys[1].append(append.idempotency_key)
+                    keys[2].append(append.content_hash)
+                    keys[3].append(item.records[0].seq)
+                    keys[4].append(len(item.records))
+        records = [record for batch in group for record in batch.records]
         outcome = await connection.fetchrow(
-            _APPEND_REMEMBERING_SQL if idem_keys else _APPEND_SQL,
-            lane.tenant,
-            head.seq,
-            head.hash,
+            _APPEND_REMEMBERING_SQL if keys[0] else _APPEND_SQL,
+            tenants,
+            bases,
+            base_hashes,
+            ends,
+            end_hashes,
+            stamps,
             self._key.key_id,
+            record_tenants,
+            [r.seq for r in records],
             streams,
             [r.version for r in records],
             types,
             [r.canonical for r in records],
+            [r.prev_hash for r in records],
             [r.hash for r in records],
             [r.signature for r in records],
-            batch.recorded_at,
-            *((idem_keys, idem_hashes, idem_first, idem_counts) if idem_keys else ()),
+            stamped,
+            *(keys if keys[0] else ()),
         )
         assert outcome is not None  # noqa: S101 - the statement always returns one row
         return outcome
 
-    def _settle(self, lane: _Lane, batch: _Batch, outcome: asyncpg.Record) -> None:
-        positions = iter(outcome["positions"])
-        epoch: int = outcome["epoch"]
-        tx_id: int = outcome["tx_id"]
+    async def _call_append_one(
+        self, connection: Connection, batch: _Batch
+    ) -> asyncpg.Record | None:
+        """The round of one record, or None when its append carries an idempotency key (the
+        general statement records keys)."""
+        append = batch.planned[0].append
+        if append.idempotency_key is not None:
+            return None
+        record = batch.records[0]
+        outcome: asyncpg.Record | None = await connection.fetchrow(
+            _APPEND_ONE_SQL,
+            batch.lane.tenant,
+            batch.base[0],
+            batch.base[1],
+            record.hash,
+            batch.recorded_at,
+            self._key.key_id,
+            append.stream,
+            record.version,
+            append.types[0],
+            record.canonical,
+            record.signature,
+        )
+        assert outcome is not None  # noqa: S101 - the statement always returns one row
+        return outcome
+
+    def _settle(self, batch: _Batch, positions: Iterator[int], epoch: int, tx_id: int) -> None:
+        lane = batch.lane
+        key_id = batch.base[2]
         for item in batch.planned:
             append = item.append
             recorded: list[RecordedEvent] = []
@@ -784,7 +1088,7 @@ class EventStore:
                         position=next(positions),
                         epoch=epoch,
                         tx_id=tx_id,
-                        tenant=append.tenant,
+                        tenant=lane.tenant,
                         seq=record.seq,
                         stream=append.stream,
                         version=record.version,
@@ -792,10 +1096,10 @@ class EventStore:
                         data=covered["data"],
                         meta=covered["meta"],
                         recorded_at=batch.recorded_at,
-                        prev_hash=covered["prev_hash"],
+                        prev_hash=record.prev_hash,
                         hash=record.hash,
                         signature=record.signature,
-                        key_id=self._key.key_id,
+                        key_id=key_id,
                         canonical=record.canonical,
                     )
                 )
@@ -803,8 +1107,8 @@ class EventStore:
                 self._remember_version(append.stream, item.records[-1].version)
             if not append.future.done():
                 append.future.set_result(recorded)
-        last = batch.planned[-1].records[-1]
-        lane.head = _Head(last.seq, last.hash, batch.recorded_at)
+        lane.head = batch.end()
+        lane.known.clear()
 
     def _announce(self) -> None:
         """Wake subscribers (in every process) after a commit. NOTIFY inside the append would
@@ -838,11 +1142,15 @@ class EventStore:
         if len(self._stream_versions) > 100_000:
             self._stream_versions.popitem(last=False)
 
-    async def _read_head(self, connection: Connection, tenant: str) -> _Head:
-        row = await connection.fetchrow(_HEAD_SQL, tenant, GENESIS_HASH)
-        if row is None:  # created concurrently and not yet visible: the move will tell
-            return _Head(0, GENESIS_HASH, None)
-        return _Head(row["seq"], row["hash"], row["recorded_at"])
+    async def _read_heads(self, lanes: list[_Lane]) -> None:
+        rows = await self._pool.fetch(_HEADS_SQL, [lane.tenant for lane in lanes], GENESIS_HASH)
+        found = {row["tenant"]: row for row in rows}
+        for lane in lanes:
+            row = found.get(lane.tenant)
+            if row is None:  # created concurrently and not yet visible: the move will tell
+                lane.head = _Head(0, GENESIS_HASH, None)
+            else:
+                lane.head = _Head(row["seq"], row["hash"], row["recorded_at"])
 
     async def _replay_idempotent(
         self, connection: Connection, append: _Append
@@ -869,9 +1177,9 @@ class EventStore:
         )
         return [_row_to_event(r) for r in rows]
 
-    async def _resolve_idempotent(self, connection: Connection, planned: list[_Planned]) -> None:
-        for item in planned:
-            append = item.append
+    async def _resolve_idempotent(self, connection: Connection, appends: list[_Append]) -> None:
+        """Answer from the ledger the appends whose idempotency key is already committed."""
+        for append in appends:
             if append.idempotency_key is None or append.future.done():
                 continue
             try:
@@ -992,6 +1300,15 @@ class EventStore:
                 await self._pool.release(listener)
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        connection, self._writer_connection = self._writer_connection, None
+        if connection is not None:
+            try:
+                await connection.execute("RESET plan_cache_mode")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                connection.terminate()
+            await self._pool.release(connection)
         if self._notifier is not None:
             await asyncio.gather(self._notifier, return_exceptions=True)
         self._signer.close()

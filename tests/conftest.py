@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +25,9 @@ from click.testing import CliRunner, Result
 
 from eventstore.db import apply_schema
 from eventstore.keys import write_new_private_key
+from eventstore.receipts import GENESIS_HASH, canonical_bytes, covered_record, record_hash
 from eventstore.store import Actor, EventStore, Metadata
+from eventstore.verify import KeyRing, verify_database
 from valueledger.bootstrap import open_store
 from valueledger.cli import main
 from valueledger.servers import start_embedded_postgres, start_embedded_redis, stop_embedded
@@ -178,6 +181,52 @@ def key_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("keys")
     write_new_private_key(folder / "signing-key.pem")
     return folder
+
+
+async def write_record_directly(
+    connection: asyncpg.Connection, tenant: str, seq: int, stream: str, type_: str
+) -> None:
+    """A record written straight into `events` (as the connection's role), behind the store's
+    back: its tenant's head does not move, and it carries no valid signature."""
+    covered = covered_record(
+        tenant=tenant,
+        seq=seq,
+        stream=stream,
+        version=1,
+        type=type_,
+        data={},
+        meta={"actor": {"role": "ADMIN", "user": "u"}},
+        recorded_at=datetime.now(UTC),
+        prev_hash=GENESIS_HASH,
+    )
+    canonical = canonical_bytes(covered)
+    key_id = await connection.fetchval("SELECT key_id FROM signing_keys LIMIT 1")
+    await connection.execute(
+        """
+        INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
+                            recorded_at, prev_hash, hash, signature, key_id)
+        VALUES (1, $1, $2, $3, 1, $4, $5, '{}', '{}', now(), $6, $7, 'x', $8)
+        """,
+        tenant,
+        seq,
+        stream,
+        type_,
+        canonical,
+        GENESIS_HASH,
+        record_hash(canonical),
+        key_id,
+    )
+
+
+async def verified_records(url: str, tenants: list[str]) -> int:
+    """How many records the tenants' chains hold, once verified (signatures, links, heads)."""
+    connection = await asyncpg.connect(url)
+    try:
+        report = await verify_database(connection, KeyRing(), tenants)
+    finally:
+        await connection.close()
+    assert report.ok, report.failure
+    return report.records
 
 
 def settings_for(url: str, key_folder: Path) -> Settings:

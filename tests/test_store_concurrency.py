@@ -6,14 +6,13 @@ import asyncio
 import itertools
 import secrets
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from eventstore.errors import ConcurrencyError
-from eventstore.receipts import GENESIS_HASH, canonical_bytes, covered_record, record_hash
+from eventstore.receipts import GENESIS_HASH
 from eventstore.store import (
     START,
     Cursor,
@@ -23,8 +22,7 @@ from eventstore.store import (
     RecordedEvent,
     StreamState,
 )
-from eventstore.verify import KeyRing, verify_database
-from tests.conftest import settings_for
+from tests.conftest import settings_for, verified_records, write_record_directly
 from valueledger.bootstrap import open_store
 
 
@@ -92,43 +90,7 @@ async def test_eight_tenants_at_once_every_chain_contiguous_and_valid(
         assert [e.seq for e in chain] == list(range(1, 76))
         assert chain[0].prev_hash == GENESIS_HASH
         assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(chain))
-    connection = await asyncpg.connect(database_url)
-    try:
-        report = await verify_database(connection, KeyRing(), tenants)
-    finally:
-        await connection.close()
-    assert report.ok, report.failure
-    assert report.records == 8 * 75
-
-
-async def _insert_open_record(connection: asyncpg.Connection, tenant: str) -> None:
-    """A record written inside a transaction the test keeps open: it holds a low position."""
-    covered = covered_record(
-        tenant=tenant,
-        seq=1,
-        stream=f"{tenant}-slow",
-        version=1,
-        type="Slow",
-        data={},
-        meta={"actor": {"role": "ADMIN", "user": "u"}},
-        recorded_at=datetime.now(UTC),
-        prev_hash=GENESIS_HASH,
-    )
-    canonical = canonical_bytes(covered)
-    key_id = await connection.fetchval("SELECT key_id FROM signing_keys LIMIT 1")
-    await connection.execute(
-        """
-        INSERT INTO events (epoch, tenant, seq, stream_id, version, type, canonical, data, meta,
-                            recorded_at, prev_hash, hash, signature, key_id)
-        VALUES (1, $1, 1, $2, 1, 'Slow', $3, '{}', '{}', now(), $4, $5, 'x', $6)
-        """,
-        tenant,
-        f"{tenant}-slow",
-        canonical,
-        GENESIS_HASH,
-        record_hash(canonical),
-        key_id,
-    )
+    assert await verified_records(database_url, tenants) == 8 * 75
 
 
 async def test_a_slow_transaction_holding_a_lower_position_is_not_skipped(
@@ -143,7 +105,7 @@ async def test_a_slow_transaction_holding_a_lower_position_is_not_skipped(
     try:
         transaction = slow.transaction()
         await transaction.start()
-        await _insert_open_record(slow, f"{tenant}-x")
+        await write_record_directly(slow, f"{tenant}-x", 1, f"{tenant}-x-slow", "Slow")
         fast = await store.append(
             f"{tenant}-fast", [NewEvent("Fast", {})], StreamState.ANY, tenant, meta
         )
@@ -259,10 +221,4 @@ async def test_a_busy_lane_keeps_every_append_exact_under_conflicts(
         assert [e.version for e in await store.read_stream(f"{tenant}-own-{n}")] == list(
             range(1, 21)
         )
-    connection = await asyncpg.connect(database_url)
-    try:
-        report = await verify_database(connection, KeyRing(), [tenant])
-    finally:
-        await connection.close()
-    assert report.ok, report.failure
-    assert report.records == 1 + 200 + len(wins)
+    assert await verified_records(database_url, [tenant]) == 1 + 200 + len(wins)
