@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.util
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
@@ -72,6 +73,16 @@ def api_config(app: Litestar, host: str, port: int) -> uvicorn.Config:
     )
 
 
+def freeze_startup_objects() -> None:
+    """Leave what startup made (modules, the app, its OpenAPI document: about 100,000 objects)
+    out of every garbage collection from now on. Under load, the objects of requests in
+    flight outlive two young collections and count towards a full one, which then walked all
+    of these as well: 50 to 70 ms with the loop stopped, twice a second, a tenth of
+    the server's time and most of its p99."""
+    gc.collect()
+    gc.freeze()
+
+
 def token_service(services: Services) -> TokenService:
     settings = services.settings
     return TokenService(
@@ -129,5 +140,6 @@ async def serve(
             parts.append(api())
             announce(f"API on http://{host}:{port}/v1, its docs on http://{host}:{port}/schema")
         announce("stop with Ctrl-C (SIGINT) or SIGTERM")
+        freeze_startup_objects()
         await asyncio.gather(*parts)
     announce("stopped")
