@@ -47,9 +47,10 @@ from eventstore.store import (
 
 ATTEMPTS: Final = 3
 """How many times a command is decided before a lost race is reported to the caller."""
-FOLDED_STREAMS: Final = 10_000
+FOLDED_STREAMS: Final = 2048
 """How many streams' folded states `load` remembers per store (the least recently loaded are
-forgotten first)."""
+forgotten first): a state is as large as its stream's history, so the bound is in streams, kept
+to what a busy process works on at once (two per customer for the commands of bench.api)."""
 
 APPEND_SECONDS: Final = Histogram(
     "valueledger_append_duration_seconds",
