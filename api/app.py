@@ -14,19 +14,23 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.params import FromPath, JSONBody
 
 from api import command_routes, ledger_routes, platform, query_routes, session_routes
 from api.auth import COOKIE_NAME, Principal, TokenService
 from api.common import (
+    READ_AHEAD,
     Api,
+    ReadAhead,
     accepted,
     api_of,
     expected_version,
+    json_answer,
     now,
     principal_dependency,
+    read_ahead_of,
     trace_of,
 )
 from api.problems import problem_response
@@ -178,13 +182,21 @@ async def invite_user(
 @get(
     "/v1/customers/{customer_id:str}/dashboard",
     summary="The customer's dashboard",
-    responses=command_routes.problems(command_routes.READ_ERRORS),
+    responses={
+        **command_routes.problems(command_routes.READ_ERRORS),
+        200: ResponseSpec(
+            queries.Dashboard,
+            description="Request fulfilled, document follows",
+            generate_examples=False,
+        ),
+    },
+    opt={READ_AHEAD: ReadAhead("dashboard", queries.Dashboard)},
 )
 async def customer_dashboard(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
-) -> queries.Dashboard:
+) -> Response[bytes]:
     """Setup, approvals, go-live, value per period, accuracy and alerts; cached 5 minutes and
     refreshed as soon as the projector changes it."""
     del principal
@@ -197,9 +209,16 @@ async def customer_dashboard(
             raise NotFoundException(detail=f"no dashboard for customer {customer_id!r} yet")
         return dashboard
 
-    return await api.services.cache.get_or_load(
-        customer_id, "dashboard", "", DASHBOARD_TTL, load, queries.Dashboard
+    body = await api.services.cache.get_or_load_json(
+        customer_id,
+        "dashboard",
+        "",
+        DASHBOARD_TTL,
+        load,
+        queries.Dashboard,
+        read=read_ahead_of(request),
     )
+    return json_answer(body)
 
 
 @post(

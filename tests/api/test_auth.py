@@ -5,6 +5,7 @@ real local HTTP server serves."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -12,6 +13,7 @@ import http.server
 import json
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +32,7 @@ from litestar.exceptions import NotAuthorizedException
 from api.app import create_app
 from api.auth import (
     COOKIE_NAME,
+    LEEWAY_SECONDS,
     REQUIRED_CLAIMS,
     VENDOR,
     AuthenticationError,
@@ -338,6 +341,21 @@ async def test_logout_revokes_the_token(client: Client, acme: dict[str, str], te
     cookie = cookie_attributes(out.headers["set-cookie"])
     assert (cookie[COOKIE_NAME].strip('"'), cookie["max-age"], cookie["path"]) == ("", "0", "/")
     assert_unauthenticated(await client.get(f"/v1/customers/{tenant}", headers=fin))
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(tokens: TokenService) -> None:
+    """A token's checked claims are remembered for its next requests, never past its expiry:
+    then it is refused as the check itself would refuse it (same leeway, same message)."""
+    issued_at = at_now() - tokens.ttl - timedelta(seconds=LEEWAY_SECONDS - 2)
+    token, principal = tokens.issue("fin", "acme", Role.FINANCE, issued_at)
+    assert await tokens.verify(token, "bearer") == principal
+    assert await tokens.verify(token, "bearer") == principal  # from memory this time
+    expired_at = principal.expires_at.timestamp() + LEEWAY_SECONDS
+    await asyncio.sleep(max(0.0, expired_at - time.time()) + 0.05)
+    with pytest.raises(AuthenticationError, match="expired"):
+        await tokens.verify(token, "bearer")
+    with pytest.raises(AuthenticationError, match="expired"):
+        await tokens.verify(token, "bearer")  # forgotten: checked again, and refused again
 
 
 async def test_a_role_change_revokes_tokens_issued_before_it(

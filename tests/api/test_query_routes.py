@@ -4,14 +4,18 @@ test (no projector runs in the background), then the routes answer from what the
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from litestar.serialization import encode_json
+from prometheus_client import REGISTRY
 
 from api.auth import VENDOR, TokenService
 from api.query_routes import READ_YOUR_WRITES_WAIT
 from api.staff import add_vendor_staff
 from domain.roles import Role
+from projections import queries
 from projections.registry import BY_NAME
 from projections.runner import ProjectionRunner
 from tests.api.conftest import bearer
@@ -310,3 +314,71 @@ async def test_calculation_results_are_listed_cached_and_refreshed_by_the_projec
     assert fresh["items"][0]["calculations"] == 2
     one = page(await client.get(team.url("/calculations"), params={"limit": 1}, headers=team.fay))
     assert one["next_after"] is not None
+
+
+def dashboard_reads(outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "valueledger_cache_requests_total", {"view": "dashboard", "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
+async def test_the_cached_dashboard_is_the_same_bytes_as_the_uncached_answer(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    """A warm dashboard is answered with the bytes Redis holds, never decoded and encoded
+    again: they must be exactly what a cold read answers, and what Litestar made of the view
+    when the route returned it as a Struct."""
+    team = await register_team(client, tokens, tenant)
+    await complete_setup(client, team)
+    await catch_up(services, "dashboard")  # its batch moved the customer's generation on
+    misses, hits = dashboard_reads("miss"), dashboard_reads("hit")
+    cold = await client.get(team.url("/dashboard"), headers=team.cara)
+    warm = await client.get(team.url("/dashboard"), headers=team.fay)
+    assert (dashboard_reads("miss"), dashboard_reads("hit")) == (misses + 1, hits + 1)
+    assert cold.status_code == warm.status_code == 200, cold.text
+    assert cold.content == warm.content
+    assert cold.headers["content-type"] == warm.headers["content-type"] == "application/json"
+    view = await queries.customer_dashboard(services.pool, tenant)
+    assert view is not None
+    assert warm.content == encode_json(view)
+    assert warm.json()["setup"]["steps_done"] == warm.json()["setup"]["steps_total"]
+
+
+async def test_a_revoked_token_is_refused_at_once_on_a_warm_dashboard(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    """The dashboard's entry is read in the round trip that reads the token's revocations, and
+    a token's checked claims are remembered: neither may let a revoked token through."""
+    team = await register_team(client, tokens, tenant)
+    await catch_up(services, "dashboard")
+    url = team.url("/dashboard")
+    token, principal = tokens.issue("fay", tenant, Role.FINANCE, datetime.now(UTC))
+    fay = {"Authorization": f"Bearer {token}"}
+    for _ in range(2):  # cold, then warm with the token remembered
+        assert (await client.get(url, headers=fay)).status_code == 200
+    await tokens.revoke(principal, datetime.now(UTC))
+    refused(await client.get(url, headers=fay), 401, "unauthenticated")
+
+    for revoke in (tokens.revoke_user, tokens.revoke_tenant):
+        token, _ = tokens.issue("cara", tenant, Role.CUSTOMER_ADMIN, datetime.now(UTC))
+        cara = {"Authorization": f"Bearer {token}"}
+        assert (await client.get(url, headers=cara)).status_code == 200
+        if revoke is tokens.revoke_user:
+            await tokens.revoke_user(tenant, "cara", datetime.now(UTC))
+        else:
+            await tokens.revoke_tenant(tenant, datetime.now(UTC))
+        refused(await client.get(url, headers=cara), 401, "unauthenticated")
+
+
+async def test_a_warm_dashboard_is_hidden_from_other_customers_users(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    await catch_up(services, "dashboard")
+    assert (await client.get(team.url("/dashboard"), headers=team.cara)).status_code == 200
+    outsider = bearer(tokens, "olga", f"{tenant}-other", Role.CUSTOMER_ADMIN)
+    refused(await client.get(team.url("/dashboard"), headers=outsider), 404, "not-found")
+    refused(await client.get("/v1/customers/Not!A!Customer/dashboard", headers=team.staff), 400)

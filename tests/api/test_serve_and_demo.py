@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -13,8 +14,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
+from litestar import Litestar, Request, get
+
+from valueledger.serve import api_config
 
 SCRIPT = Path(sys.executable).parent / "valueledger"
 
@@ -99,3 +105,29 @@ async def test_the_demo_says_in_one_line_when_no_server_answers(
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("valueledger: no valueledger API")
+
+
+@get("/peer", sync_to_thread=False)
+def peer(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else ""
+
+
+async def test_the_api_server_leaves_x_forwarded_for_to_the_trusted_proxies_setting() -> None:
+    """uvicorn believes a local peer's X-Forwarded-For by default; as `serve` configures it,
+    the client stays the socket's peer, and only VALUELEDGER_TRUSTED_PROXIES (read by the rate
+    limiter) decides whose forwarded address counts."""
+    port = _free_port()
+    server = uvicorn.Server(api_config(Litestar([peer]), "127.0.0.1", port))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(100):
+                with contextlib.suppress(httpx.TransportError):
+                    answer = await client.get("/peer", headers={"X-Forwarded-For": "203.0.113.9"})
+                    break
+                await asyncio.sleep(0.05)
+        assert answer.status_code == 200
+        assert answer.text == "127.0.0.1"
+    finally:
+        server.should_exit = True
+        await serving
