@@ -9,6 +9,7 @@ skipped with the reason when none does.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -39,6 +40,14 @@ EXTERNAL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 logging.raiseExceptions = False
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+_CLIENT_ADDRESSES = ipaddress.ip_network("198.18.0.0/15").hosts()  # RFC 2544: for tests
+
+
+def client_address() -> str:
+    """A client address no other request of this run comes from, so per-address rate limits
+    (keyed under the run's cache prefix) never couple two tests. Random picks collided now
+    and then, and a test allowing two requests per address got a third's 429."""
+    return str(next(_CLIENT_ADDRESSES))
 
 
 def _with_database(url: str, database: str) -> str:

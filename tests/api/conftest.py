@@ -15,7 +15,7 @@ from api.app import create_app
 from api.auth import VENDOR, TokenService
 from api.staff import add_vendor_staff
 from domain.roles import Role
-from tests.conftest import settings_for
+from tests.conftest import client_address, settings_for
 from valueledger.services import Services, open_services
 
 
@@ -39,7 +39,7 @@ def tokens(services: Services, cache_prefix: str) -> TokenService:
 async def client(services: Services, tokens: TokenService) -> AsyncIterator[httpx.AsyncClient]:
     """The app served in this event loop (the services' pools belong to it)."""
     # A peer address of its own per test, so the per-address rate limit never couples tests.
-    peer = (f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}", 123)
+    peer = (client_address(), 123)
     transport = httpx.ASGITransport(app=create_app(services, tokens), client=peer)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as test_client:
         yield test_client

@@ -54,6 +54,7 @@ from tests.api.test_command_routes import (
     period,
 )
 from tests.api.test_query_routes import catch_up
+from tests.conftest import client_address
 from valueledger.services import Services
 
 Client = httpx.AsyncClient
@@ -170,7 +171,7 @@ class World:
 
 def client_for(app: Litestar) -> Client:
     """A client with a peer address of its own, so the per-address rate limit is ours alone."""
-    peer = (f"198.19.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}", 123)
+    peer = (client_address(), 123)
     transport = httpx.ASGITransport(app=app, client=peer)  # type: ignore[arg-type]
     return Client(transport=transport, base_url="http://testserver")
 

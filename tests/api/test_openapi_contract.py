@@ -72,6 +72,7 @@ from tests.api.test_command_routes import (
     register_team,
 )
 from tests.api.test_query_routes import catch_up
+from tests.conftest import client_address
 from valueledger.services import Services
 
 Client = httpx.AsyncClient
@@ -260,7 +261,7 @@ async def contract(services: Services, tokens: TokenService) -> BaseSchema:
 async def read_world(services: Services, tokens: TokenService) -> World:
     """The customer every GET runs against: a GET changes nothing, so they share it."""
     await add_vendor_staff(services.pool, STAFF)
-    peer = (f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}", 123)
+    peer = (client_address(), 123)
     transport = httpx.ASGITransport(app=create_app(services, tokens), client=peer)  # type: ignore[arg-type]
     async with Client(transport=transport, base_url=BASE_URL) as client:
         world = await build_world(client, tokens, f"t-{secrets.token_hex(6)}")

@@ -26,6 +26,7 @@ from domain.roles import Role
 from projections.cache import connect_cache
 from tests.api.conftest import bearer
 from tests.api.test_customers import registration
+from tests.conftest import client_address
 from valueledger.services import Services
 
 Client = httpx.AsyncClient
@@ -43,11 +44,6 @@ async def serve(
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
-
-
-def some_address() -> str:
-    """An address of its own for a test, so address counts of other tests never meet it."""
-    return f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
 
 
 # --- idempotency --------------------------------------------------------------------------------
@@ -216,7 +212,7 @@ async def test_an_address_over_its_limit_gets_429_with_retry_after(
     services: Services, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "3")
-    async with serve(services, tokens, peer=some_address()) as client:
+    async with serve(services, tokens, peer=client_address()) as client:
         for _ in range(3):
             assert (await client.get("/v1/keys")).status_code == 200
         limited = await client.get("/v1/keys")
@@ -234,7 +230,7 @@ async def test_a_credential_is_limited_from_every_address(
     headers = bearer(tokens, "ann", tenant, Role.FINANCE)
     statuses = []
     for _ in range(3):
-        async with serve(services, tokens, peer=some_address()) as client:
+        async with serve(services, tokens, peer=client_address()) as client:
             statuses.append(await client.get(f"/v1/customers/{tenant}", headers=headers))
     assert [answer.status_code for answer in statuses[:2]] == [404, 404]  # no such customer
     assert statuses[2].status_code == 429
@@ -246,9 +242,11 @@ async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
 ) -> None:
     monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "2")
     monkeypatch.setenv("VALUELEDGER_TRUSTED_PROXIES", "10.0.0.0/8")
-    async with serve(services, tokens, peer=some_address()) as client:
+    async with serve(services, tokens, peer=client_address()) as client:
         statuses = [
-            (await client.get("/v1/keys", headers={"X-Forwarded-For": some_address()})).status_code
+            (
+                await client.get("/v1/keys", headers={"X-Forwarded-For": client_address()})
+            ).status_code
             for _ in range(3)
         ]
     assert statuses == [200, 200, 429]
@@ -260,7 +258,7 @@ async def test_a_trusted_proxy_is_believed_and_only_right_of_the_client(
     monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "2")
     monkeypatch.setenv("VALUELEDGER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.10")
     proxy = f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.7"
-    alice, bob = some_address(), some_address()
+    alice, bob = client_address(), client_address()
     async with serve(services, tokens, peer=proxy) as client:
 
         async def status(forwarded: str) -> int:
@@ -268,8 +266,8 @@ async def test_a_trusted_proxy_is_believed_and_only_right_of_the_client(
             return answer.status_code
 
         # Alice behind two trusted hops; what she wrote left of her own address is ignored.
-        assert await status(f"{some_address()}, {alice}, 192.0.2.10") == 200
-        assert await status(f"{some_address()}, {alice}, 192.0.2.10") == 200
+        assert await status(f"{client_address()}, {alice}, 192.0.2.10") == 200
+        assert await status(f"{client_address()}, {alice}, 192.0.2.10") == 200
         assert await status(f"{alice}") == 429
         assert await status(f"{bob}") == 200  # another client behind the same proxy
 
