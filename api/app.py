@@ -140,7 +140,7 @@ async def get_customer(
         name=account.name,
         currency=account.currency,
         status=str(account.status),
-        users=account.roles_by_user(),
+        users={user_id: user.role for user_id, user in account.users.items()},
         version=version,
     )
     return Response(summary, headers={"ETag": f'"{version}"'})

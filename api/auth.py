@@ -49,7 +49,7 @@ from commands.customer import matching_api_key
 from commands.handling import load
 from commands.streams import StreamNameError, customer_stream, tenant_of
 from domain import DomainError, customer
-from domain.roles import Role, api_key_actor
+from domain.roles import Role, api_key_actor, is_api_key_actor
 from eventstore.store import TENANT_FORMAT, EventStore
 
 VENDOR: Final = "*"
@@ -80,7 +80,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     """The authenticated caller. `tenant` is VENDOR for vendor staff.
 
     An API key's principal is user ``api-key:<key id>`` in the role the key was issued with
-    (FINANCE or TECHNICAL), `jti` the same text,
+    (FINANCE or TECHNICAL; TECHNICAL, to read only, for a key issued before keys had roles),
+    `jti` the same text,
     issued when the key was and expiring at once: the key is checked again on every request,
     and revoking it (RevokeApiKey) is what stops it, not a logout.
     """
@@ -324,6 +325,8 @@ def _principal(claims: dict[str, Any], via: Literal["bearer", "cookie"]) -> Prin
         user = str(claims["sub"])
     except (KeyError, ValueError):
         raise AuthenticationError("the token's role or tenant is not one we know") from None
+    if is_api_key_actor(user):  # only an API key itself acts as its key's user
+        raise AuthenticationError("a token cannot name an API key as its subject")
     try:
         issued_at = datetime.fromtimestamp(float(claims["iat"]), UTC)
         expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
@@ -388,7 +391,7 @@ async def api_key_principal(
     return Principal(
         user=user,
         tenant=customer_id,
-        role=key.role,
+        role=key.role or Role.TECHNICAL,  # a schema 1 key reads as it always did
         jti=user,
         issued_at=key.issued_at,
         expires_at=now,

@@ -112,12 +112,13 @@ class UserAccessRevoked(
 
 class ApiKeyIssued(msgspec.Struct, frozen=True, kw_only=True, tag="ApiKeyIssued", tag_field="type"):
     """An API key was issued; only the SHA-256 hex digest of its secret is kept. The key acts
-    as user ``api-key:<key_id>`` in `role` (schema 2; schema 1 keys were all TECHNICAL)."""
+    as user ``api-key:<key_id>`` in `role` (schema 2); `role` is None only for a schema 1 key,
+    which reads but never acts."""
 
     customer_id: str
     key_id: str
     secret_sha256: str
-    role: Role
+    role: Role | None
     label: str = ""
     issued_at: datetime
     issued_by: str

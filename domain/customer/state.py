@@ -31,12 +31,12 @@ class CustomerUser(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
-    """An issued key: the SHA-256 hex digest of its secret, the role it acts in, and when it
-    was revoked if it was."""
+    """An issued key: the SHA-256 hex digest of its secret, the role it acts in (None: a key
+    issued before keys could act, which only reads), and when it was revoked if it was."""
 
     key_id: str
     secret_sha256: str
-    role: Role
+    role: Role | None
     label: str
     issued_at: datetime
     revoked_at: datetime | None = None
@@ -67,8 +67,8 @@ class CustomerAccount(msgspec.Struct, frozen=True, kw_only=True):
         """
         roles = {user_id: user.role for user_id, user in self.users.items()}
         for key in self.api_keys.values():
-            if key.revoked_at is None:
-                roles[api_key_actor(key.key_id)] = key.role
+            if key.revoked_at is None and key.role is not None:
+                roles.setdefault(api_key_actor(key.key_id), key.role)
         return roles
 
     def role_of(self, actor: str) -> Role | None:
@@ -79,7 +79,7 @@ class CustomerAccount(msgspec.Struct, frozen=True, kw_only=True):
             return user.role
         key_id = actor.removeprefix(API_KEY_ACTOR_PREFIX)
         key = self.api_keys.get(key_id) if key_id != actor else None
-        return key.role if key is not None and key.revoked_at is None else None
+        return None if key is None or key.revoked_at is not None else key.role
 
     def customer_admin_count(self) -> int:
         """How many users hold CUSTOMER_ADMIN: the account must never lose its last one."""

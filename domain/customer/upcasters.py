@@ -10,8 +10,9 @@ contact in three flat fields; schema 2 nests them in one `billing_contact` objec
 
 The sealed values move unchanged: they are opaque here, and still open with the same keys.
 
-`ApiKeyIssued` schema 1 was written while every API key acted as TECHNICAL; schema 2 records
-the key's `role`, so schema 1 reads as schema 2 with ``"role": "TECHNICAL"``.
+`ApiKeyIssued` schema 1 was written while API keys could read (as TECHNICAL) but not act;
+schema 2 records the role a key acts in. Schema 1 reads as schema 2 with ``"role": null``: such
+a key keeps exactly what it had, reading, and gains no right to act that nobody granted.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def registered_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def key_issued_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """`ApiKeyIssued` schema 1 data as schema 2: the role every schema 1 key acted in."""
-    return {**data, "role": "TECHNICAL", "schema": 2}
+    """`ApiKeyIssued` schema 1 data as schema 2: a key that reads and never acts."""
+    return {**data, "role": None, "schema": 2}
 
 
 UPCASTERS: Final[Mapping[tuple[str, int], Upcaster]] = {

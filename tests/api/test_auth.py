@@ -701,6 +701,20 @@ async def test_an_identity_providers_tokens_are_accepted(
     assert answer.status_code == 200, answer.text
 
 
+async def test_no_token_may_name_an_api_key_as_its_subject(
+    idp_client: Client, idp_tokens: TokenService, provider: IdentityProvider, registered: str
+) -> None:
+    posing = claims_for(registered, sub="api-key:0123456789abcdef", role="TECHNICAL")
+    answer = await idp_client.get(
+        f"/v1/customers/{registered}",
+        headers={"Authorization": f"Bearer {provider.sign(posing)}"},
+    )
+    assert_unauthenticated(answer)
+    assert answer.json()["detail"] == "a token cannot name an API key as its subject"
+    with pytest.raises(AuthenticationError, match="cannot name an API key"):
+        idp_tokens.issue("api-key:0123456789abcdef", registered, Role.TECHNICAL, at_now())
+
+
 async def test_our_own_tokens_carry_the_configured_audience_and_issuer(
     idp_client: Client, idp_tokens: TokenService, registered: str
 ) -> None:

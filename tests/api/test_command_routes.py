@@ -318,6 +318,10 @@ async def test_a_machine_client_acts_in_its_keys_role_and_is_recorded_as_the_key
         actors
     )
 
+    # The customer's users are its people; keys are listed under their own route.
+    summary = (await client.get(team.url(), headers=team.cara)).json()
+    assert sorted(summary["users"]) == ["cara", "fay", "tom"]
+
     created(await client.post(team.url(f"/api-keys/{technical_id}/revoke"), headers=team.cara))
     refused(await client.post(team.url("/alerts"), json=alert, headers=technical), 401)
 

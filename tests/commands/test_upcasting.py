@@ -267,12 +267,12 @@ def key_issued_v1(tenant: str) -> dict[str, Any]:
     }
 
 
-def test_a_schema_1_key_reads_as_the_technical_key_it_was() -> None:
+def test_a_schema_1_key_reads_as_a_key_that_acts_in_no_role() -> None:
     stored = key_issued_v1("acme")
     kept = dict(stored)
     assert upcast("ApiKeyIssued", stored, customer.UPCASTERS) == {
         **stored,
-        "role": "TECHNICAL",
+        "role": None,
         "schema": 2,
     }
     assert stored == kept
@@ -291,7 +291,7 @@ def test_a_schema_1_key_reads_as_the_technical_key_it_was() -> None:
     assert upcast("ApiKeyIssued", current, customer.UPCASTERS) == current
 
 
-async def test_a_stored_schema_1_key_acts_as_technical(store: EventStore, tenant: str) -> None:
+async def test_a_stored_schema_1_key_gains_no_right_to_act(store: EventStore, tenant: str) -> None:
     await append_v1(store, tenant, registered_v1(tenant))
     await store.append(
         customer_stream(tenant),
@@ -301,6 +301,7 @@ async def test_a_stored_schema_1_key_acts_as_technical(store: EventStore, tenant
         Metadata(actor=Actor(user=STAFF, role="ADMIN")),
     )
     account = await open_account(store, tenant)
-    assert account.api_keys["k1"].role is Role.TECHNICAL
-    assert account.role_of("api-key:k1") is Role.TECHNICAL
+    assert account.api_keys["k1"].role is None
+    assert account.role_of("api-key:k1") is None
+    assert "api-key:k1" not in account.roles_by_user()
     await assert_chain_verifies(store, tenant)
