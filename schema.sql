@@ -384,8 +384,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     delivered_at    timestamptz,
     PRIMARY KEY (endpoint_id, tenant, seq)
 );
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due
-    ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_pending
+    ON webhook_deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 REVOKE ALL ON webhook_deliveries FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO valueledger_app;
 

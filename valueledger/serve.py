@@ -112,8 +112,11 @@ async def serve(
     """Run the chosen parts until SIGINT or SIGTERM."""
     configure_logging()
     configure_tracing()
-    # Read before anything starts, so a bad endpoints file stops the service at once.
-    endpoints = load_endpoints(settings.webhooks) if settings.webhooks else []
+    # Read before anything starts, so a bad endpoints file stops the service at once; and only
+    # where the worker runs, the one part that needs its secrets.
+    endpoints = (
+        load_endpoints(settings.webhooks) if settings.webhooks and role in {"all", "worker"} else []
+    )
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with open_services(settings, database_url, redis_url) as services:

@@ -21,10 +21,12 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 
+import httpx
 import msgspec
 
 from commands.aggregates import EVENT_TYPES
@@ -50,19 +52,18 @@ class EndpointConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """The event types it wants; absent: every event."""
 
 
-class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """An endpoint ready to sign for; `__repr__` never shows the key."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """An endpoint ready to sign for. A plain dataclass with the key left out of its repr, so
+    no log line, traceback or encoder shows the key."""
 
     id: str
     url: str
-    key: bytes
+    key: bytes = field(repr=False)
     types: frozenset[str] | None = None
 
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
-
-    def __repr__(self) -> str:
-        return f"Endpoint(id={self.id!r}, url={self.url!r}, types={self.types!r})"
 
 
 class WebhookConfigError(ValueError):
@@ -92,6 +93,11 @@ def parse_endpoints(configs: Sequence[EndpointConfig], where: str) -> list[Endpo
             raise WebhookConfigError(f"{at}: the id is used twice; give each endpoint its own")
         seen.add(config.id)
         parts = urlsplit(config.url)
+        try:
+            parts.port  # noqa: B018 - parsing it is the check: a port that is no number raises
+            httpx.URL(config.url)
+        except (ValueError, httpx.InvalidURL):
+            raise WebhookConfigError(f"{at}: url is not a URL a request can be sent to") from None
         if parts.scheme not in {"https", "http"} or not parts.hostname:
             raise WebhookConfigError(f"{at}: url must be an absolute http(s) URL")
         if parts.username or parts.password:

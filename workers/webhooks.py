@@ -7,18 +7,26 @@ and docs/webhooks.md). Three parts, each safe to crash at any point:
    (checkpoint ``webhooks:<endpoint id>``), and in the transaction that moves the checkpoint
    writes a `webhook_deliveries` row for every event the endpoint wants: exactly once per
    event and endpoint, in the same commit-safe order the projectors use.
-2. After the commit it queues an arq job per new row, the job id being the row's key, so one
-   delivery is never queued twice at once. The jobs run in any worker process on the same
-   Redis and cache prefix (`valueledger serve`, or `--role worker`).
+2. After the commit it queues an arq job per new row on the endpoint's own queue, the job id
+   being the row's key, so one delivery is never queued twice at once. Each endpoint has its
+   own arq worker, running at most PER_ENDPOINT attempts at a time: an endpoint that hangs
+   holds its own slots, never another's. The jobs run in any worker process on the same Redis
+   and cache prefix that has the endpoint configured (`valueledger serve`, `--role worker`).
+   While an endpoint has MAX_PENDING deliveries pending, its dispatch waits, so a long history
+   or a long outage never floods Redis.
 3. A job claims its row (counting the attempt, and taking a lease: next_attempt_at moves past
-   the request's timeout), POSTs the signed body, and records the answer: delivered on a 2xx;
-   otherwise tried again after each of the configured delays (by default the architecture's
-   5 minutes, 30 minutes and 2 hours), then failed.
+   the request's timeout), POSTs the signed body within REQUEST_TIMEOUT for the whole
+   exchange, and records the answer: delivered on a 2xx; otherwise tried again after each of
+   the configured delays (by default the architecture's 5 minutes, 30 minutes and 2 hours),
+   then failed. An attempt that never finished (its worker died) counts as failed.
 
 The dispatcher also sweeps: a pending row due for longer than SWEEP_GRACE has no job (Redis
 lost its queue, or a worker died during an attempt and its lease lapsed), so it is queued
 again. Delivery is therefore at least once, and a receiver drops repeats by ``webhook-id``.
 Order is not promised: a retried event arrives after later ones; ``data.seq`` orders them.
+
+Redis going away stops nothing for good: the dispatcher and each arq worker wait and go on
+(rows committed meanwhile are queued by the sweep), and the rest of `serve` never notices.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from arq.connections import ArqRedis
 from arq.worker import Retry, Worker, func
 from prometheus_client import Counter
 from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 from eventstore.store import NOTIFY_CHANNEL, EventStore, read_committed
 from projections.runner import locked_checkpoint, save_checkpoint, wait_until
@@ -47,7 +56,13 @@ from workers.webhook_format import Endpoint, body, message_id, signature
 log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT: Final = 10.0
-"""Seconds an endpoint has to answer one attempt."""
+"""Seconds an endpoint has for one attempt, from connecting to the status line."""
+PER_ENDPOINT: Final = 4
+"""Attempts one endpoint may have running at once, in one process."""
+MAX_PENDING: Final = 10_000
+"""Pending deliveries beyond which an endpoint's dispatch waits for them to drain."""
+BACKOFF: Final = (0.5, 30.0)
+"""First and longest wait, in seconds, before trying Redis again after it failed."""
 LEASE_SECONDS: Final = 60.0
 """How long a claimed attempt holds its row: longer than any attempt can take."""
 SWEEP_INTERVAL: Final = 15.0
@@ -69,6 +84,9 @@ DELIVERIES: Final = Counter(
     ["endpoint", "outcome"],
 )
 
+_PENDING_SQL: Final = (
+    "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'"
+)
 _CLAIM_SQL: Final = """
 UPDATE webhook_deliveries
    SET attempts = attempts + 1,
@@ -79,19 +97,21 @@ RETURNING attempts
 """
 _DELIVERED_SQL: Final = """
 UPDATE webhook_deliveries
-   SET status = 'delivered', delivered_at = clock_timestamp(), last_status = $4, last_error = NULL
- WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3
+   SET status = 'delivered', delivered_at = clock_timestamp(), last_status = $5, last_error = NULL
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3 AND status = 'pending' AND attempts = $4
 """
 _RETRY_SQL: Final = """
 UPDATE webhook_deliveries
-   SET next_attempt_at = clock_timestamp() + make_interval(secs => $4), last_status = $5,
-       last_error = $6
- WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3
+   SET next_attempt_at = clock_timestamp() + make_interval(secs => $5), last_status = $6,
+       last_error = $7
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3 AND status = 'pending' AND attempts = $4
 """
 _FAILED_SQL: Final = """
-UPDATE webhook_deliveries SET status = 'failed', last_status = $4, last_error = $5
- WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3
+UPDATE webhook_deliveries SET status = 'failed', last_status = $5, last_error = $6
+ WHERE endpoint_id = $1 AND tenant = $2 AND seq = $3 AND status = 'pending' AND attempts = $4
 """
+# (Each outcome names the attempt it records: a stale attempt, overtaken after its lease
+# lapsed, changes nothing.)
 
 
 def checkpoint_of(endpoint_id: str) -> str:
@@ -121,6 +141,7 @@ class Webhooks:
         retry_delays: Sequence[float],
         client: httpx.AsyncClient,
         sweep_grace: float = SWEEP_GRACE,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -129,10 +150,15 @@ class Webhooks:
         self._retry_delays = tuple(retry_delays)
         self._client = client
         self._sweep_grace = sweep_grace
+        self._request_timeout = request_timeout
 
     @property
-    def queue_name(self) -> str:
-        return f"{self._prefix}:webhooks"
+    def endpoint_ids(self) -> list[str]:
+        return list(self._endpoints)
+
+    def queue_name(self, endpoint_id: str) -> str:
+        """The endpoint's own queue: only workers that have it configured take its jobs."""
+        return f"{self._prefix}:webhooks:{endpoint_id}"
 
     def job_id(self, delivery: Delivery) -> str:
         return f"{self._prefix}:webhook:{delivery.endpoint_id}:{delivery.tenant}:{delivery.seq}"
@@ -146,6 +172,8 @@ class Webhooks:
         for endpoint in self._endpoints.values():
             name = checkpoint_of(endpoint.id)
             async with self._store.pool.acquire() as connection, connection.transaction():
+                if await connection.fetchval(_PENDING_SQL, endpoint.id) >= MAX_PENDING:
+                    continue  # let the backlog drain before queueing more
                 cursor = await locked_checkpoint(connection, name)
                 records = await read_committed(connection, cursor, BATCH_SIZE)
                 if not records:
@@ -188,7 +216,7 @@ class Webhooks:
                 delivery.tenant,
                 delivery.seq,
                 _job_id=self.job_id(delivery),
-                _queue_name=self.queue_name,
+                _queue_name=self.queue_name(delivery.endpoint_id),
             )
 
     # --- delivering -------------------------------------------------------------------------
@@ -203,11 +231,17 @@ class Webhooks:
         attempts = await pool.fetchval(_CLAIM_SQL, *key, LEASE_SECONDS)
         if attempts is None:
             return "not due"  # delivered, failed, or another attempt holds it
+        if attempts > len(self._retry_delays) + 1:  # the last attempt never finished
+            unfinished = f"attempt {attempts - 1} never finished (its worker stopped)"
+            await pool.execute(_FAILED_SQL, *key, attempts, None, unfinished)
+            DELIVERIES.labels(endpoint.id, "failed").inc()
+            return "failed"
         [record] = await self._store.read_tenant(delivery.tenant, delivery.seq, 1)
         payload = body(record)
         webhook_id = message_id(record.tenant, record.seq)
         stamp = int(time.time())
         status: int | None = None
+        error: str | None
         headers = {
             "content-type": "application/json",
             "webhook-id": webhook_id,
@@ -215,25 +249,30 @@ class Webhooks:
             "webhook-signature": signature(endpoint.key, webhook_id, stamp, payload),
         }
         try:
-            # Streamed and never read: only the status counts, whatever size the answer.
-            async with self._client.stream(
-                "POST", endpoint.url, content=payload, headers=headers
-            ) as answer:
+            # The whole exchange is timed (httpx's timeouts are per read: a server trickling
+            # bytes would outlast them); the answer is streamed and never read, since only its
+            # status counts, whatever its size.
+            async with (
+                asyncio.timeout(self._request_timeout),
+                self._client.stream(
+                    "POST", endpoint.url, content=payload, headers=headers
+                ) as answer,
+            ):
                 status = answer.status_code
             error = None if 200 <= status < 300 else f"answered HTTP {status}"
-        except httpx.HTTPError as failure:
-            error = f"{type(failure).__name__}: {failure}"[:500]
+        except Exception as failure:  # whatever stopped it, the attempt failed
+            error = f"{type(failure).__name__}: {failure}".rstrip(": ")[:500]
         if error is None:
-            await pool.execute(_DELIVERED_SQL, *key, status)
+            await pool.execute(_DELIVERED_SQL, *key, attempts, status)
             DELIVERIES.labels(endpoint.id, "delivered").inc()
             return "delivered"
         if attempts <= len(self._retry_delays):
             delay = self._retry_delays[attempts - 1]
-            await pool.execute(_RETRY_SQL, *key, delay, status, error)
+            await pool.execute(_RETRY_SQL, *key, attempts, delay, status, error)
             DELIVERIES.labels(endpoint.id, "retried").inc()
             log.info("webhook_retry", endpoint=endpoint.id, webhook_id=webhook_id, error=error)
             raise Retry(defer=delay)
-        await pool.execute(_FAILED_SQL, *key, status, error)
+        await pool.execute(_FAILED_SQL, *key, attempts, status, error)
         DELIVERIES.labels(endpoint.id, "failed").inc()
         log.warning("webhook_failed", endpoint=endpoint.id, webhook_id=webhook_id, error=error)
         return "failed"
@@ -248,15 +287,27 @@ class Webhooks:
             wake.set()
 
         swept = 0.0
+        backoff = BACKOFF[0]
         async with self._store.pool.acquire() as listener:
             await listener.add_listener(NOTIFY_CHANNEL, on_notify)
             try:
                 while not stop.is_set():
                     wake.clear()
-                    if time.monotonic() - swept >= sweep_interval:
-                        await self.sweep()
-                        swept = time.monotonic()
-                    if await self.dispatch() == BATCH_SIZE:
+                    try:
+                        if time.monotonic() - swept >= sweep_interval:
+                            await self.sweep()
+                            swept = time.monotonic()
+                        read = await self.dispatch()
+                    except (RedisError, OSError) as error:
+                        # Rows already written wait in PostgreSQL; the sweep queues them.
+                        log.warning(
+                            "webhooks_redis_unavailable", error=str(error), retry_in=backoff
+                        )
+                        await wait_until(stop, backoff)
+                        backoff = min(backoff * 2, BACKOFF[1])
+                        continue
+                    backoff = BACKOFF[0]
+                    if read == BATCH_SIZE:
                         continue
                     await wait_until(stop, min(POLL_INTERVAL, sweep_interval), wake)
             finally:
@@ -268,15 +319,72 @@ async def _deliver_job(ctx: dict[str, Any], endpoint_id: str, tenant: str, seq: 
     return await webhooks.deliver(Delivery(endpoint_id, tenant, seq))
 
 
-def connect_queue(redis_url: str, prefix: str) -> ArqRedis:
+def connect_queue(redis_url: str) -> ArqRedis:
     """arq's client, with jobs as msgpack (arq's default, pickle, would run whatever a writer
     to Redis put there)."""
     return ArqRedis(
         ConnectionPool.from_url(redis_url),
         job_serializer=msgspec.msgpack.encode,
         job_deserializer=msgspec.msgpack.decode,
-        default_queue_name=f"{prefix}:webhooks",
     )
+
+
+async def _run_endpoint_worker(
+    webhooks: Webhooks, redis_url: str, endpoint_id: str, stop: asyncio.Event
+) -> None:
+    """One endpoint's arq worker until `stop` is set; restarted, after a pause, whenever it
+    fails (Redis went away), so a hiccup never silently ends deliveries."""
+    backoff = BACKOFF[0]
+    while not stop.is_set():
+        queue = connect_queue(redis_url)
+        worker = Worker(
+            # Attempts are counted in webhook_deliveries, not by arq: its count would carry
+            # over when a lost job is queued again under the same id.
+            [func(_deliver_job, name=JOB, max_tries=1_000_000)],
+            queue_name=webhooks.queue_name(endpoint_id),
+            redis_pool=queue,
+            handle_signals=False,
+            ctx={"webhooks": webhooks},
+            max_jobs=PER_ENDPOINT,
+            keep_result=0,
+            poll_delay=0.2,
+            job_timeout=LEASE_SECONDS,
+            job_serializer=msgspec.msgpack.encode,
+            job_deserializer=msgspec.msgpack.decode,
+        )
+        running = asyncio.create_task(worker.main())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done() and not running.cancelled() and running.exception() is not None:
+                log.warning(
+                    "webhook_worker_failed",
+                    endpoint=endpoint_id,
+                    error=str(running.exception()),
+                    retry_in=backoff,
+                )
+        finally:
+            stopping.cancel()
+            await _close_worker(worker, running, queue)
+        if not stop.is_set():
+            await wait_until(stop, backoff)
+            backoff = min(backoff * 2, BACKOFF[1])
+
+
+async def _close_worker(worker: Worker, running: asyncio.Task[None], queue: ArqRedis) -> None:
+    """Let running attempts finish for up to STOP_GRACE, cancel the rest (their rows wait for
+    their leases to lapse), and let go of Redis: what Worker.close does, but with redis-py's
+    current aclose and without failing when Redis is gone."""
+    worker.allow_pick_jobs = False
+    attempts = [task for task in worker.tasks.values() if not task.done()]
+    if attempts:
+        await asyncio.wait(attempts, timeout=STOP_GRACE)
+    worker.handle_sig(signal.SIGTERM)
+    running.cancel()
+    await asyncio.gather(running, *worker.tasks.values(), return_exceptions=True)
+    with contextlib.suppress(RedisError, OSError):
+        await queue.delete(worker.health_check_key)
+    await queue.aclose(close_connection_pool=True)
 
 
 async def run_webhooks(
@@ -289,14 +397,17 @@ async def run_webhooks(
     retry_delays: Sequence[float],
     sweep_interval: float = SWEEP_INTERVAL,
     sweep_grace: float = SWEEP_GRACE,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> None:
-    """The webhook worker: dispatcher and arq worker in this loop, until `stop` is set."""
+    """The webhook worker: the dispatcher and one arq worker per endpoint, in this loop, until
+    `stop` is set."""
     if not endpoints:
         log.info("webhooks_idle", reason="no endpoints configured (VALUELEDGER_WEBHOOKS)")
         await stop.wait()
         return
-    queue = connect_queue(redis_url, prefix)
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, follow_redirects=False) as client:
+    queue = connect_queue(redis_url)
+    # httpx's own timeouts sit past the attempt's, which is what ends a slow exchange.
+    async with httpx.AsyncClient(timeout=request_timeout + 1, follow_redirects=False) as client:
         webhooks = Webhooks(
             store,
             queue,
@@ -305,38 +416,19 @@ async def run_webhooks(
             retry_delays=retry_delays,
             client=client,
             sweep_grace=sweep_grace,
+            request_timeout=request_timeout,
         )
-        worker = Worker(
-            # Attempts are counted in webhook_deliveries, not by arq: its count would carry
-            # over when a lost job is queued again under the same id.
-            [func(_deliver_job, name=JOB, max_tries=1_000_000)],
-            queue_name=webhooks.queue_name,
-            redis_pool=queue,
-            handle_signals=False,
-            ctx={"webhooks": webhooks},
-            keep_result=0,
-            poll_delay=0.2,
-            job_timeout=LEASE_SECONDS,
-            job_serializer=msgspec.msgpack.encode,
-            job_deserializer=msgspec.msgpack.decode,
-        )
-        running = asyncio.create_task(worker.main())
-        log.info("webhooks_starting", endpoints=[endpoint.id for endpoint in endpoints])
+        log.info("webhooks_starting", endpoints=webhooks.endpoint_ids)
         try:
-            await webhooks.follow(stop, sweep_interval=sweep_interval)
+            await asyncio.gather(
+                webhooks.follow(stop, sweep_interval=sweep_interval),
+                *(
+                    _run_endpoint_worker(webhooks, redis_url, endpoint_id, stop)
+                    for endpoint_id in webhooks.endpoint_ids
+                ),
+            )
         finally:
-            worker.allow_pick_jobs = False
-            attempts = [task for task in worker.tasks.values() if not task.done()]
-            if attempts:
-                await asyncio.wait(attempts, timeout=STOP_GRACE)
-            # What Worker.close does, but with the client's current aclose: cancel what still
-            # runs (its row waits for its lease to lapse), then let go of Redis.
-            worker.handle_sig(signal.SIGTERM)
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-            await queue.delete(worker.health_check_key)
+            stop.set()  # one part failing stops the others, and then the service
             await queue.aclose(close_connection_pool=True)
         log.info("webhooks_stopped")
 

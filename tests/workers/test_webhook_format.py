@@ -120,6 +120,7 @@ def test_a_good_file_gives_its_endpoints_and_never_shows_a_key(tmp_path: Path) -
     assert (billing.wants("WentLive"), billing.wants("AlertRaised")) == (True, True)
     assert (wentlive.wants("WentLive"), wentlive.wants("AlertRaised")) == (True, False)
     assert "test-vector" not in repr(billing)
+    assert "test-vector" not in repr([billing, wentlive])
 
 
 @pytest.mark.parametrize(
@@ -134,6 +135,7 @@ def test_a_good_file_gives_its_endpoints_and_never_shows_a_key(tmp_path: Path) -
         ([{**GOOD, "url": "ftp://billing.example/in"}], "url must be an absolute http(s) URL"),
         ([{**GOOD, "url": "/relative"}], "url must be an absolute http(s) URL"),
         ([{**GOOD, "url": "https://u:p@billing.example/"}], "url must not hold credentials"),
+        ([{**GOOD, "url": "http://billing.example:abc/in"}], "url is not a URL a request can"),
         ([{**GOOD, "secret": "s3cret"}], "secret must start with 'whsec_'"),
         ([{**GOOD, "secret": "whsec_not base64!"}], "secret is not whsec_ + base64"),
         ([{**GOOD, "secret": "whsec_" + "A" * 16}], "secret holds 12 bytes; use 24 to 64"),

