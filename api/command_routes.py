@@ -74,10 +74,13 @@ ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
     412: "`If-Match` names a version the aggregate is no longer at; the ETag header has the "
     "current one.",
     422: "A domain rule refused the command; `type` names the rule and `detail` says why.",
-    503: "The read model has not caught up with `min_position` yet; retry after Retry-After.",
+    503: "Not possible right now; retry after Retry-After. `type` says why: the database or "
+    "Redis cannot be reached, a command's outcome could not be learned (`outcome-unknown`: "
+    "read the resource before sending it again), or a read model has not caught up with "
+    "`min_position` yet.",
 }
-COMMAND_ERRORS: Final = (400, 401, 403, 404, 409, 412, 422)
-READ_ERRORS: Final = (400, 401, 403, 404)
+COMMAND_ERRORS: Final = (400, 401, 403, 404, 409, 412, 422, 503)
+READ_ERRORS: Final = (400, 401, 403, 404, 503)
 
 HandlerFunction: TypeAlias = Callable[..., Any]
 

@@ -33,13 +33,19 @@ from litestar.status_codes import (
     HTTP_412_PRECONDITION_FAILED,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
 )
 
 from commands.personal_data import PersonalDataError
 from commands.streams import StreamNameError
 from domain import DomainError
 from domain.golive import PreflightFailedError
-from eventstore.errors import ConcurrencyError, IdempotencyKeyReusedError, InvalidAppendError
+from eventstore.errors import (
+    AppendOutcomeUnknownError,
+    ConcurrencyError,
+    IdempotencyKeyReusedError,
+    InvalidAppendError,
+)
 
 PROBLEM_BASE: Final = "https://valueledger.dev/problems/"
 MEDIA_TYPE: Final = "application/problem+json"
@@ -191,6 +197,34 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
             )
         case ValidationException():
             return _validation(error, instance), {}
+        case AppendOutcomeUnknownError():
+            return (
+                _server_side(
+                    HTTP_503_SERVICE_UNAVAILABLE,
+                    "outcome-unknown",
+                    "Whether the change was recorded is not known",
+                    "the connection to the ledger broke while the change was being committed; "
+                    "read the resource before sending the command again",
+                    instance,
+                    trace_id,
+                ),
+                {"Retry-After": "1"},
+            )
+        case (
+            ConnectionError() | asyncpg.PostgresConnectionError() | asyncpg.CannotConnectNowError()
+        ):
+            log.warning("database unavailable", path=instance, error=type(error).__name__)
+            return (
+                _server_side(
+                    HTTP_503_SERVICE_UNAVAILABLE,
+                    "database-unavailable",
+                    "The ledger's database cannot be reached",
+                    "the request could not be completed against the database; try again",
+                    instance,
+                    trace_id,
+                ),
+                {"Retry-After": "1"},
+            )
         case NotAuthorizedException():
             return (
                 _simple(HTTP_401_UNAUTHORIZED, "unauthenticated", error, instance),
@@ -214,16 +248,30 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
         case _:
             log.exception("unexpected error", path=instance, trace_id=trace_id)
             return (
-                Problem(
-                    type=PROBLEM_BASE + "internal",
-                    title="Internal server error",
-                    status=HTTP_500_INTERNAL_SERVER_ERROR,
-                    detail="something went wrong on our side; quote the trace id to support",
-                    instance=instance,
-                    trace_id=trace_id,
+                _server_side(
+                    HTTP_500_INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal server error",
+                    "something went wrong on our side; quote the trace id to support",
+                    instance,
+                    trace_id,
                 ),
                 {},
             )
+
+
+def _server_side(
+    status: int, kind: str, title: str, detail: str, instance: str, trace_id: str | None
+) -> Problem:
+    """A problem on our side: its own words only (never the error's), and the trace id."""
+    return Problem(
+        type=PROBLEM_BASE + kind,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        trace_id=trace_id,
+    )
 
 
 def _simple(status: int, kind: str, error: BaseException, instance: str) -> Problem:

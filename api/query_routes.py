@@ -46,7 +46,7 @@ READ_YOUR_WRITES_WAIT: Final = 2.0
 """Seconds a query waits for its read models to reach `min_position` before answering 503."""
 POLL_INTERVAL: Final = 0.05
 """Seconds between looks at the checkpoints while waiting."""
-QUERY_ERRORS: Final = (*READ_ERRORS, 503)
+QUERY_ERRORS: Final = READ_ERRORS
 
 _CHECKPOINTS: Final = (
     "SELECT name, epoch, tx_id::text AS tx_id, position FROM subscription_checkpoints"

@@ -38,5 +38,11 @@ class StreamOwnershipError(InvalidAppendError):
     """A stream belongs to exactly one tenant's chain."""
 
 
+class AppendOutcomeUnknownError(EventStoreError):
+    """The connection broke while the append was being committed, and whether it was could not
+    be learned afterwards (the database was unreachable). Read the stream before deciding again,
+    or retry with the same idempotency key, which makes the retry safe either way."""
+
+
 class SigningKeyError(EventStoreError):
     """The signing key is unknown to the store, retired, or not the current one."""

@@ -36,6 +36,7 @@ from asyncpg.pool import PoolConnectionProxy
 from eventstore.canonical import InvalidPayloadError, canonical_json
 from eventstore.db import Connection
 from eventstore.errors import (
+    AppendOutcomeUnknownError,
     ConcurrencyError,
     EventStoreError,
     IdempotencyKeyReusedError,
@@ -65,6 +66,11 @@ MAX_BATCH_TENANTS: Final = 100
 MAX_REBUILDS: Final = 50
 NOTIFY_CHANNEL: Final = "valueledger_events"
 NOTIFY_SPACING: Final = 0.005
+# How long (seconds) an append waits for a tenant's head another session holds before its round
+# fails (and its appends go again one by one, so that only those of the held tenant wait again).
+HEAD_LOCK_TIMEOUT: Final = 5.0
+# How long to wait for a lost writer session to exit before its round's outcome is given up on.
+END_SESSION_WAIT_MS: Final = 5000
 
 
 class StreamState(enum.Enum):
@@ -235,15 +241,19 @@ _decode_record = msgspec.json.Decoder()
 # holds; and the inserts start only once every head has moved (`moved` is read whole by an
 # InitPlan, ARRAY(SELECT ...), before the first record row is filtered). So a statement waiting
 # for a head holds only heads of lower tenants, and two processes locking overlapping sets cannot
-# wait on each other in a cycle. No lock is wider than a row: tenants that share no head never
-# wait on each other.
+# wait on each other in a cycle. No lock is wider than a row: statements that share no head never
+# wait on each other. (Within one process every tenant's appends go through one connection, so
+# there a wait for one tenant's head holds up the round behind it: see EventStore._writer.)
 #
 # Checking. A head moves only if it is still the one its records were built on (re-checked on
 # the latest row version when a concurrent commit moved it: READ COMMITTED), every stream is at
 # the version the records assume and owned by this tenant, no idempotency key is taken, and the
-# key may sign. The stream and key checks read the statement's snapshot, which is current for
-# the tenant whenever the head check passes: every commit to a tenant's streams or keys moves its
-# head, and the expected head was committed before the statement began. Only the records of
+# key may sign. The stream check reads the statement's snapshot, which is current for the tenant
+# whenever the head check passes: every commit to a tenant's streams moves its head, and the
+# expected head was committed before the statement began. The key check can trust the snapshot
+# for another reason: keys change only under rotate_key's ACCESS EXCLUSIVE lock on
+# signing_keys, which waits for every statement reading the table and holds back every later
+# one until the rotation has committed. Only the records of
 # tenants that moved are inserted; `moved` says which, and _DIAGNOSE_SQL says why the others did
 # not (the rare path pays for it).
 _APPEND_TEMPLATE: Final = """
@@ -353,6 +363,27 @@ SELECT tenant, seq, hash, recorded_at FROM created
 UNION ALL
 SELECT tenant, seq, hash, recorded_at FROM chain_heads WHERE tenant = ANY($1::text[])
 """
+# The writer connection's settings and its session's identity, in one round trip. Generic
+# plans: see EventStore._writer. The identity (pid and start, since pids are reused) names the
+# session to end if the connection breaks with a statement in flight.
+_WRITER_SESSION_SQL: Final = """
+SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
+       set_config('lock_timeout', $1, false),
+       pid, backend_start
+FROM pg_stat_activity WHERE pid = pg_backend_pid()
+"""
+# End a lost writer session and wait (up to $3 ms) until it has exited, so that its transaction
+# is over, committed or rolled back. No row: it had exited already; false: it did not in time.
+_END_SESSION_SQL: Final = """
+SELECT pg_terminate_backend(pid, $3) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2
+"""
+# The records at the given chain places, to learn whether a lost statement committed.
+_FIND_RECORDS_SQL: Final = """
+SELECT e.tenant, e.seq, e.hash, e.position, e.epoch, e.tx_id::text::bigint AS tx_id
+FROM unnest($1::text[], $2::bigint[]) AS u(tenant, seq)
+JOIN events e ON e.tenant = u.tenant AND e.seq = u.seq
+ORDER BY e.tenant, e.seq
+"""
 # Why some tenants' heads did not move: read after the fact, outside the lock, on a fresh
 # snapshot; their lanes rebuild from it and the next attempt is checked under the lock again.
 _DIAGNOSE_SQL: Final = """
@@ -443,8 +474,10 @@ class EventStore:
         reload_key: KeySource | None = None,
         signer: BatchSigner | None = None,
         poll_interval: float = 1.0,
+        head_lock_timeout: float = HEAD_LOCK_TIMEOUT,
     ) -> None:
         self._pool = pool
+        self._head_lock_timeout = head_lock_timeout
         self._key = signing_key
         self._reload_key = reload_key
         self._signer = signer or BatchSigner()
@@ -453,7 +486,11 @@ class EventStore:
         # Lanes with appends queued, in the order they are served (an ordered set).
         self._ready: dict[str, _Lane] = {}
         self._committer: asyncio.Task[None] | None = None
+        # Every queued append's future until answered: whatever the commit task holds when it
+        # dies, its callers are answered.
+        self._unanswered: set[asyncio.Future[list[RecordedEvent]]] = set()
         self._writer_connection: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._writer_session: tuple[int, datetime] | None = None  # its pid and start
         # The round whose statement is in flight, and the task building the next one.
         self._in_flight: list[_Batch] | None = None
         self._preparing: asyncio.Task[list[_Batch]] | None = None
@@ -501,8 +538,11 @@ class EventStore:
             lane = self._lanes[tenant] = _Lane(tenant, msgspec.json.encode(tenant))
         lane.pending.append(prepared)
         self._ready[tenant] = lane
-        if self._committer is None:
+        self._unanswered.add(prepared.future)
+        prepared.future.add_done_callback(self._unanswered.discard)
+        if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued())
+            self._committer.add_done_callback(self._committer_stopped)
         elif self._in_flight is not None and self._preparing is None:
             self._preparing = asyncio.create_task(self._prepare_following(self._in_flight))
         return await prepared.future
@@ -586,12 +626,47 @@ class EventStore:
         following: list[_Batch] = []
         try:
             while following or self._ready:
+                if following and self._solo_waiting():
+                    # Appends to be committed alone go first: a busy pipeline of other tenants
+                    # must not keep them waiting (the prepared round is built again after).
+                    self._give_back(following)
+                    following = []
                 group = self._still_valid(following)
                 if not group:
                     group = await self._build_group()
                 following = await self._commit_isolating_failures(group) if group else []
+        except BaseException as error:
+            # A fault of the store itself, or the task cancelled as the loop shuts down: no
+            # caller may be left waiting for an answer that will never come.
+            self._fail_everything(error)
+            raise
         finally:
             self._committer = None
+
+    def _committer_stopped(self, task: asyncio.Task[None]) -> None:
+        """A commit task cancelled before it ever ran has no handler of its own: its appends
+        are all still queued, and fail here (unless a new task has taken them over)."""
+        if self._committer is not task:
+            return
+        self._committer = None
+        if task.cancelled():
+            self._fail_everything(asyncio.CancelledError())
+
+    def _solo_waiting(self) -> bool:
+        return any(lane.pending and lane.pending[0].solo for lane in self._ready.values())
+
+    def _fail_everything(self, error: BaseException) -> None:
+        failure = AppendOutcomeUnknownError(
+            f"the store's commit task stopped ({type(error).__name__}: {error}); "
+            "read the stream to learn whether the append went in"
+        )
+        for lane in self._lanes.values():
+            lane.pending.clear()
+            lane.head = None
+        self._ready.clear()
+        for future in list(self._unanswered):
+            if not future.done():
+                future.set_exception(failure)
 
     def _take_group(self, *, pipelined: bool) -> list[tuple[_Lane, list[_Append]]]:
         """The appends of the next round, lane by lane in turn. A solo append goes alone, in a
@@ -699,6 +774,13 @@ class EventStore:
         next round if it was prepared while this one was committing."""
         try:
             return await self._commit_group(group)
+        except _StatementLost as lost:
+            await self._writer_failed(lost.cause)
+            unsettled = await self._settle_lost(group, lost)
+            # Not the appends' fault (the connection broke): they go again as they were.
+            self._count_attempts(unsettled, "as the database connection kept breaking")
+            self._give_back(unsettled)
+            return []
         except Exception as error:
             await self._writer_failed(error)
             self._isolate([(batch.lane, batch.appends) for batch in group], error)
@@ -706,6 +788,7 @@ class EventStore:
 
     async def _commit_group(self, group: list[_Batch]) -> list[_Batch]:
         connection = await self._writer()
+        session = self._writer_session
         following: list[_Batch] = []
         self._in_flight = group
         if self._ready:  # left for the next round: build it while this one commits
@@ -721,6 +804,8 @@ class EventStore:
                 following = await preparing if preparing is not None else []
         except BaseException as error:
             self._give_back(following)
+            if isinstance(error, Exception) and _outcome_unknown(error, connection):
+                raise _StatementLost(error, session) from error
             if not isinstance(error, asyncpg.UniqueViolationError):
                 raise
             if error.constraint_name != "append_idempotency_pkey":
@@ -767,28 +852,101 @@ class EventStore:
         Its statements run with generic plans: the append statement is always the same shape,
         and planning it anew for each call (what PostgreSQL does by default, because its
         estimate for an array of unknown length makes the generic plan look dearer) costs
-        more than executing it. Set on this connection alone, and reset before it goes back."""
+        more than executing it. Set on this connection alone, and reset before it goes back.
+
+        A lock wait on a tenant's head held by another session is bounded too
+        (`head_lock_timeout`): this one connection carries every tenant's appends, so an
+        unbounded wait for one would hold up all of them."""
+        held = self._writer_connection
+        if held is not None and not _is_open(held):  # broke while idle between rounds
+            await self._give_up_writer()
         if self._writer_connection is None:
             connection = await self._pool.acquire()
             try:
-                await connection.execute("SET plan_cache_mode = force_generic_plan")
+                session = await connection.fetchrow(
+                    _WRITER_SESSION_SQL, f"{round(self._head_lock_timeout * 1000)}ms"
+                )
             except BaseException:
                 await self._pool.release(connection)
                 raise
+            assert session is not None  # noqa: S101 - a session always sees itself
             self._writer_connection = connection
+            self._writer_session = (session["pid"], session["backend_start"])
         return self._writer_connection
 
     async def _writer_failed(self, error: BaseException) -> None:
         """After an error that may have broken the writer connection, give it up: the pool
-        replaces it (closed, never with our setting left on it)."""
+        replaces it (closed, never with our settings left on it)."""
         connection = self._writer_connection
         if connection is None:
             return
-        if isinstance(error, asyncpg.PostgresError) and not connection.is_closed():
+        if isinstance(error, asyncpg.PostgresError) and _is_open(connection):
             return  # the statement failed, the session is sound
-        self._writer_connection = None
-        connection.terminate()
+        await self._give_up_writer()
+
+    async def _give_up_writer(self) -> None:
+        connection, self._writer_connection = self._writer_connection, None
+        self._writer_session = None
+        if connection is None:
+            return
+        if _is_open(connection):
+            connection.terminate()
+        # A connection lost to the server was handed back by the pool already: a no-op then.
         await self._pool.release(connection)
+
+    async def _settle_lost(self, group: list[_Batch], lost: _StatementLost) -> list[_Batch]:
+        """The writer connection broke with the round's statement in flight, so whether it
+        committed is unknown, and sending it again blindly could write an append twice (or fail
+        it as a conflict with itself). First end the old session for certain (the server may
+        not have noticed the break yet): once it has exited, its transaction is over either
+        way. Then look in the ledger: a batch whose records are there committed and is answered
+        from them; the others did not, and are returned, to go again. If this cannot be learned
+        (the database is unreachable), the appends fail with AppendOutcomeUnknownError."""
+        for batch in group:
+            batch.lane.head = None
+        tenants = [batch.lane.tenant for batch in group for _ in batch.records]
+        seqs = [record.seq for batch in group for record in batch.records]
+        try:
+            async with self._pool.acquire() as connection:
+                if lost.session is not None:
+                    ended = await connection.fetchval(
+                        _END_SESSION_SQL, *lost.session, END_SESSION_WAIT_MS
+                    )
+                    if ended is False:
+                        raise TimeoutError("the lost writer session did not exit in time")
+                rows = await connection.fetch(_FIND_RECORDS_SQL, tenants, seqs)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            failure = AppendOutcomeUnknownError(
+                f"the database connection broke during the commit ({lost.cause!r}) and whether "
+                f"it went in cannot be learned now ({error!r}); read the stream before deciding "
+                "again, or retry with the same idempotency key"
+            )
+            for batch in group:
+                for append in batch.appends:
+                    if not append.future.done():
+                        append.future.set_exception(failure)
+            return []
+        found = {(row["tenant"], row["seq"]): row for row in rows}
+        unsettled: list[_Batch] = []
+        settled = False
+        for batch in group:
+            tenant = batch.lane.tenant
+            stored = [found.get((tenant, record.seq)) for record in batch.records]
+            if all(
+                row is not None and row["hash"] == record.hash
+                for row, record in zip(stored, batch.records, strict=True)
+            ):
+                first = stored[0]
+                assert first is not None  # noqa: S101 - checked just above
+                positions = iter([row["position"] for row in stored if row is not None])
+                self._settle(batch, positions, first["epoch"], first["tx_id"])
+                self._refuse_conflicts(batch)
+                settled = True
+            else:
+                unsettled.append(batch)
+        if settled:
+            self._announce()
+        return unsettled
 
     async def _prepare_following(self, current: list[_Batch]) -> list[_Batch]:
         """Build and sign the next round while `current` is being committed: on the heads
@@ -893,7 +1051,13 @@ class EventStore:
         await self._resolve_idempotent(
             connection, [append for batch in refused for append in batch.appends]
         )
-        for batch in refused:
+        self._count_attempts(refused, "under contention")
+
+    @staticmethod
+    def _count_attempts(batches: list[_Batch], why: str) -> None:
+        """The unanswered appends of `batches` are about to go again: one that has gone
+        MAX_REBUILDS times fails instead, so that no condition can keep it looping."""
+        for batch in batches:
             for append in batch.appends:
                 if append.future.done():
                     continue
@@ -901,8 +1065,7 @@ class EventStore:
                 if append.rebuilds >= MAX_REBUILDS:
                     append.future.set_exception(
                         EventStoreError(
-                            f"tenant {append.tenant!r}: gave up after {MAX_REBUILDS} rebuilds"
-                            " under contention"
+                            f"tenant {append.tenant!r}: gave up after {MAX_REBUILDS} attempts {why}"
                         )
                     )
 
@@ -1303,15 +1466,44 @@ class EventStore:
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
         connection, self._writer_connection = self._writer_connection, None
+        self._writer_session = None
         if connection is not None:
-            try:
-                await connection.execute("RESET plan_cache_mode")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                connection.terminate()
+            # The pool resets a connection it takes back (RESET ALL), our settings included.
             await self._pool.release(connection)
         if self._notifier is not None:
             await asyncio.gather(self._notifier, return_exceptions=True)
         self._signer.close()
+
+
+class _StatementLost(Exception):
+    """The writer connection broke with a statement in flight: its outcome is unknown."""
+
+    def __init__(self, cause: Exception, session: tuple[int, datetime] | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.session = session
+
+
+def _outcome_unknown(error: Exception, connection: PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Whether a statement that raised `error` may have committed all the same. It did not
+    when the server answered it with an error and the session lives on; but when the
+    connection broke (asyncpg's PostgresConnectionError, an OSError), or the session was ended
+    (a FATAL error), the answer may have been lost after the commit."""
+    if not isinstance(error, asyncpg.PostgresError):
+        return True
+    if isinstance(error, asyncpg.PostgresConnectionError):
+        return True
+    return getattr(error, "severity", None) in ("FATAL", "PANIC") or not _is_open(connection)
+
+
+def _is_open(connection: PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Whether a held pool connection can still be used: one the server dropped is closed, and
+    the pool may have taken it back already (its proxy is then detached, and says so by
+    raising)."""
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def _shown(expected: ExpectedVersion) -> object:

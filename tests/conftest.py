@@ -16,6 +16,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -225,6 +226,32 @@ async def write_record_directly(
         record_hash(canonical),
         key_id,
     )
+
+
+async def lock_waiters(connection: asyncpg.Connection, count: int) -> None:
+    """Until `count` sessions of this database wait for a lock (the stores' appends, held back
+    by a head this connection has locked)."""
+    for _ in range(1000):
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} sessions never waited for a row lock together")
+
+
+@asynccontextmanager
+async def head_held(url: str, tenant: str) -> AsyncIterator[asyncpg.Connection]:
+    """A session holding `tenant`'s head row lock until the block ends."""
+    holder = await asyncpg.connect(url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM chain_heads WHERE tenant = $1 FOR UPDATE", tenant)
+            yield holder
+    finally:
+        await holder.close()
 
 
 async def verified_records(url: str, tenants: list[str]) -> int:

@@ -9,7 +9,6 @@ import random
 import secrets
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +21,8 @@ from eventstore.keys import rotate_key, write_new_private_key
 from eventstore.store import EventStore, Metadata, NewEvent, RecordedEvent, StreamState
 from tests.conftest import (
     FreshDatabases,
+    head_held,
+    lock_waiters,
     settings_for,
     verified_records,
     write_record_directly,
@@ -37,32 +38,6 @@ async def other_store(database_url: str, key_folder: Path) -> AsyncIterator[Even
     """A second store on the same database with a pool of its own, as another process has."""
     async with open_store(settings_for(database_url, key_folder), database_url) as opened:
         yield opened
-
-
-async def _lock_waiters(connection: asyncpg.Connection, count: int) -> None:
-    """Until `count` sessions of this database wait for a lock (the stores' appends, held back
-    by a head this connection has locked)."""
-    for _ in range(1000):
-        waiting = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} sessions never waited for a row lock together")
-
-
-@asynccontextmanager
-async def _head_held(url: str, tenant: str) -> AsyncIterator[asyncpg.Connection]:
-    """A session holding `tenant`'s head row lock until the block ends."""
-    holder = await asyncpg.connect(url)
-    try:
-        async with holder.transaction():
-            await holder.execute("SELECT 1 FROM chain_heads WHERE tenant = $1 FOR UPDATE", tenant)
-            yield holder
-    finally:
-        await holder.close()
 
 
 def _tenants(count: int) -> list[str]:
@@ -211,13 +186,13 @@ async def test_an_idempotency_key_committed_by_another_store_is_answered_from_th
     for tenant in (keyed, bystander):
         await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
     events = [NewEvent("Paid", {"amount": "5"})]
-    async with _head_held(database_url, keyed) as holder:
+    async with head_held(database_url, keyed) as holder:
         racing = asyncio.gather(
             store.append(f"{keyed}-p", events, ANY, keyed, meta, "pay-1"),
             store.append(f"{bystander}-s", [NewEvent("B", {})], ANY, bystander, meta),
             other_store.append(f"{keyed}-p", events, ANY, keyed, meta, "pay-1"),
         )
-        await _lock_waiters(holder, 2)
+        await lock_waiters(holder, 2)
     mine, theirs_bystander, theirs = await racing
     assert mine == theirs
     assert theirs_bystander[0].seq == 2
@@ -319,15 +294,15 @@ async def test_two_stores_locking_overlapping_heads_cannot_deadlock(
             await two.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
             with pytest.raises(ConcurrencyError):
                 await one.append(f"{tenant}-s", [NewEvent("A", {})], NO_STREAM, tenant, meta)
-        async with _head_held(race_database, middle) as holder:
+        async with head_held(race_database, middle) as holder:
             first = asyncio.gather(
                 *(one.append(f"{t}-one", [NewEvent("B", {})], ANY, t, meta) for t in tenants)
             )
-            await _lock_waiters(holder, 1)
+            await lock_waiters(holder, 1)
             second = asyncio.gather(
                 *(two.append(f"{t}-s", [NewEvent("C", {})], ANY, t, meta) for t in (high, low))
             )
-            await _lock_waiters(holder, 2)
+            await lock_waiters(holder, 2)
         (b_low, b_middle, b_high), (c_high, c_low) = await asyncio.wait_for(
             asyncio.gather(first, second), timeout=30
         )

@@ -12,17 +12,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
 import structlog
+from litestar import Request
 
 from api.app import create_app
 from api.auth import TokenService
 from api.idempotency import KEEP_TTL, KeptEntry, entry_key, parse_key
 from api.observability import configure_logging, redact_secrets
+from api.problems import problem_for
 from api.ratelimit import RateLimitSettings, credential_of, json_depth_exceeds, parse_networks
 from domain.roles import Role
+from eventstore.errors import AppendOutcomeUnknownError
+from eventstore.store import EventStore
 from projections.cache import connect_cache
 from tests.api.conftest import bearer
 from tests.api.test_customers import registration
@@ -203,6 +208,56 @@ async def test_without_redis_a_keyed_post_is_refused_and_a_plain_one_runs(
         plain = await client.post("/v1/customers", json=registration(tenant), headers=staff)
         assert plain.status_code == 201  # rate limits fail open
     await broken.redis.aclose()
+
+
+async def test_without_postgres_requests_get_503_with_retry_after_and_a_trace_id(
+    services: Services, tokens: TokenService, staff: dict[str, str], tenant: str
+) -> None:
+    """The database out of reach is the server's trouble, not the client's: 503, a hint to
+    retry, and no internals."""
+    dead = await asyncpg.create_pool("postgresql://postgres@127.0.0.1:1/none", min_size=0)
+    unreachable = dataclasses.replace(services, store=EventStore(dead, services.store.signing_key))
+    try:
+        async with serve(unreachable, tokens) as client:
+            reader = bearer(tokens, "ann", tenant, Role.FINANCE)
+            answers = [
+                await client.get(f"/v1/customers/{tenant}", headers=reader),
+                await client.post("/v1/customers", json=registration(tenant), headers=staff),
+            ]
+    finally:
+        await unreachable.store.close()
+        await dead.close()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+        problem = answer.json()
+        assert problem["type"].endswith("/database-unavailable")
+        assert len(problem["trace_id"]) == 32
+        assert "127.0.0.1" not in answer.text
+        assert "Errno" not in answer.text
+
+
+def test_an_append_of_unknown_outcome_is_503_telling_to_read_before_sending_again() -> None:
+    """The store could not learn whether an append went in: the client must not be told it
+    failed (it may have been recorded), nor that it succeeded."""
+    request: Request[Any, Any, Any] = Request(
+        scope={  # type: ignore[arg-type]  # only what problem_for reads
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/customers",
+            "headers": [],
+            "query_string": b"",
+            "state": {"trace_id": "ab" * 16},
+        }
+    )
+    problem, headers = problem_for(AppendOutcomeUnknownError("connection lost"), request)
+    assert (problem.status, headers) == (503, {"Retry-After": "1"})
+    assert problem.type.endswith("/outcome-unknown")
+    assert problem.detail is not None
+    assert "read the resource before sending" in problem.detail
+    assert "connection lost" not in problem.detail  # the store's wording stays inside
+    assert problem.trace_id == "ab" * 16
 
 
 # --- rate limits and body limits ----------------------------------------------------------------

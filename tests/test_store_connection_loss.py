@@ -1,0 +1,348 @@
+"""The writer connection breaking: between rounds, with a statement in flight (before or after
+it reached the server), and with the database gone. Every append is answered, none is written
+twice, and the store goes on.
+
+The breaks are made by a real TCP proxy between the store and PostgreSQL, which can drop a
+connection at a chosen moment, or by ending sessions from the server's side."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+
+from eventstore.errors import AppendOutcomeUnknownError
+from eventstore.store import EventStore, Metadata, NewEvent, RecordedEvent, StreamState
+from tests.conftest import (
+    FreshDatabases,
+    head_held,
+    lock_waiters,
+    settings_for,
+    verified_records,
+    write_record_directly,
+)
+from valueledger.bootstrap import open_store
+
+ANY = StreamState.ANY
+
+
+class PostgresProxy:
+    """Forwards PostgreSQL connections, byte for byte, and breaks one on request.
+
+    `cut_next_request`: the next bytes any client sends are dropped with its connection (the
+    server never sees them). `cut_next_answer`: the next client to send keeps its bytes going
+    to the server, but the server's answer is dropped with the connection (the client never
+    learns what happened). `refusing`: new connections are closed at once."""
+
+    def __init__(self, upstream_url: str) -> None:
+        parts = urlsplit(upstream_url)
+        socket_dir = parse_qs(parts.query).get("host", [""])[0]
+        self._port = parts.port or 5432
+        self._unix = f"{socket_dir}/.s.PGSQL.{self._port}" if socket_dir.startswith("/") else None
+        self._host = parts.hostname or "127.0.0.1"
+        self._user = parts.username or "postgres"
+        self._database = parts.path.lstrip("/")
+        self.cut_next_request = False
+        self.cut_next_answer = False
+        self.refusing = False
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"postgresql://{self._user}@127.0.0.1:{port}/{self._database}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        if self.refusing:
+            client_out.transport.abort()
+            return
+        if self._unix is not None:
+            server_in, server_out = await asyncio.open_unix_connection(self._unix)
+        else:
+            server_in, server_out = await asyncio.open_connection(self._host, self._port)
+        answer_to_cut = asyncio.Event()
+        writers = (client_out, server_out)
+
+        def cut() -> None:
+            self.cuts += 1
+            for writer in writers:
+                writer.transport.abort()
+
+        async def requests() -> None:
+            while data := await client_in.read(65536):
+                if self.cut_next_request:
+                    self.cut_next_request = False
+                    cut()
+                    return
+                if self.cut_next_answer:
+                    self.cut_next_answer = False
+                    answer_to_cut.set()
+                server_out.write(data)
+                await server_out.drain()
+            server_out.close()
+
+        async def answers() -> None:
+            while data := await server_in.read(65536):
+                if answer_to_cut.is_set():
+                    # Let the server finish (commit) before the client is cut off from it.
+                    await asyncio.sleep(0.05)
+                    cut()
+                    return
+                client_out.write(data)
+                await client_out.drain()
+            client_out.close()
+
+        for pump in (requests(), answers()):
+            task = asyncio.create_task(self._pumped(pump))
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    @staticmethod
+    async def _pumped(pump: Coroutine[Any, Any, None]) -> None:
+        with suppress(OSError):
+            await pump
+
+
+@pytest.fixture
+async def own_database(main_server: FreshDatabases) -> str:
+    return await main_server.create(f"lost_{secrets.token_hex(3)}")
+
+
+@pytest.fixture
+async def proxy(own_database: str) -> AsyncIterator[PostgresProxy]:
+    proxied = PostgresProxy(own_database)
+    await proxied.start()
+    yield proxied
+    await proxied.stop()
+
+
+@asynccontextmanager
+async def store_on(url: str, key_folder: Path) -> AsyncIterator[EventStore]:
+    async with open_store(settings_for(url, key_folder), url) as opened:
+        yield opened
+
+
+def _tenant() -> str:
+    return f"lost-{secrets.token_hex(4)}"
+
+
+async def _settle_notifier() -> None:
+    """Let the store's post-commit NOTIFY (sent from a pool connection) go by, so that the
+    next bytes a client sends are the writer's."""
+    await asyncio.sleep(0.05)
+
+
+async def test_a_writer_session_ended_between_rounds_is_replaced(
+    own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    tenant = _tenant()
+    async with store_on(own_database, key_folder) as store:
+        await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+        admin = await asyncpg.connect(own_database)
+        try:
+            ended = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert ended >= 1
+        for noticed in (False, True):  # the break not yet seen by the client, then seen
+            if noticed:
+                await asyncio.sleep(0.1)
+            await store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
+        assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B", "B"]
+    assert await verified_records(own_database, [tenant]) == 3
+
+
+async def test_a_commit_whose_answer_is_lost_is_answered_from_the_ledger_once(
+    proxy: PostgresProxy, own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    tenants = [_tenant(), _tenant()]
+    async with store_on(proxy.url, key_folder) as store:
+        for tenant in tenants:
+            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+        await _settle_notifier()
+        proxy.cut_next_answer = True
+        answered = await asyncio.gather(
+            *(store.append(f"{t}-s", [NewEvent("B", {"n": 1})], 1, t, meta) for t in tenants)
+        )
+        assert proxy.cuts == 1
+        # Answered as committed: not sent again (a retry would have met its own version and
+        # failed with a ConcurrencyError, or, with ANY, written a second copy).
+        assert [[(e.seq, e.version, e.type) for e in events] for events in answered] == [
+            [(2, 2, "B")],
+            [(2, 2, "B")],
+        ]
+        stored = [await store.read_tenant(t) for t in tenants]
+        assert [events[-1] for events in answered] == [chain[-1] for chain in stored]
+        await store.append(f"{tenants[0]}-s", [NewEvent("C", {})], 2, tenants[0], meta)
+    assert await verified_records(own_database, tenants) == 5
+
+
+async def test_a_statement_lost_before_the_server_saw_it_goes_again_once(
+    proxy: PostgresProxy, own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    tenant = _tenant()
+    async with store_on(proxy.url, key_folder) as store:
+        await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+        await _settle_notifier()
+        proxy.cut_next_request = True
+        events = await store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
+        assert proxy.cuts == 1
+        assert [(e.seq, e.type) for e in events] == [(2, "B")]
+        assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B"]
+    assert await verified_records(own_database, [tenant]) == 2
+
+
+async def test_with_the_database_out_of_reach_the_outcome_is_reported_unknown(
+    proxy: PostgresProxy, own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """The answer is lost and no new connection can be made to learn what happened: the caller
+    is told so, not handed a guess. Once the database is back, the store goes on."""
+    tenant = _tenant()
+    async with store_on(proxy.url, key_folder) as store:
+        await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+        await _settle_notifier()
+        # Idle pool connections are closed, so that learning the outcome needs a new one.
+        await store.pool.expire_connections()
+        proxy.refusing = True
+        proxy.cut_next_answer = True
+        with pytest.raises(AppendOutcomeUnknownError, match="cannot be learned now"):
+            await store.append(f"{tenant}-s", [NewEvent("B", {})], 1, tenant, meta)
+        proxy.refusing = False
+        # It did commit (the server got the whole statement): deciding again finds that.
+        assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B"]
+        await store.append(f"{tenant}-s", [NewEvent("C", {})], 2, tenant, meta)
+    assert await verified_records(own_database, [tenant]) == 3
+
+
+async def test_lone_rounds_after_a_failed_statement_are_not_starved_by_busy_tenants(
+    own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """A statement fails as a whole (a record slipped into one chain behind the store's back),
+    so its appends go again one per round, while appends to sixteen other tenants keep
+    arriving, as requests do, so that a round is always prepared ahead. The lone rounds go
+    first: they are answered while the others are still arriving."""
+    broken, healthy = _tenant(), _tenant()
+    busy = [_tenant() for _ in range(16)]
+    stop = asyncio.Event()
+    arrivals: list[asyncio.Task[list[RecordedEvent]]] = []
+
+    async with store_on(own_database, key_folder) as store:
+        for tenant in (broken, healthy):
+            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+        owner = await asyncpg.connect(own_database)
+        try:
+            await write_record_directly(owner, broken, 2, f"{broken}-slipped", "Slipped")
+        finally:
+            await owner.close()
+
+        async def keep_arriving() -> None:
+            outstanding = asyncio.Semaphore(64)
+            while not stop.is_set() and len(arrivals) < 4000:
+                await outstanding.acquire()
+                tenant = busy[len(arrivals) % len(busy)]
+                arrival = asyncio.create_task(
+                    store.append(f"{tenant}-s", [NewEvent("Busy", {})], ANY, tenant, meta)
+                )
+                arrival.add_done_callback(lambda _: outstanding.release())
+                arrivals.append(arrival)
+                await asyncio.sleep(0)
+
+        producer = asyncio.create_task(keep_arriving())
+        await asyncio.sleep(0.2)  # rounds are being prepared ahead
+        outcomes = await asyncio.gather(
+            store.append(f"{broken}-s", [NewEvent("B", {})], ANY, broken, meta),
+            store.append(f"{healthy}-s", [NewEvent("B", {})], ANY, healthy, meta),
+            return_exceptions=True,
+        )
+        still_arriving = not producer.done()
+        stop.set()
+        await producer
+        await asyncio.gather(*arrivals)
+    assert isinstance(outcomes[0], asyncpg.UniqueViolationError)
+    assert isinstance(outcomes[1], list)
+    assert still_arriving, f"answered only once all {len(arrivals)} other appends had arrived"
+    assert await verified_records(own_database, [healthy, *busy]) == 2 + len(arrivals)
+
+
+async def test_a_head_held_by_another_session_fails_only_its_tenant_after_the_lock_timeout(
+    own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """One connection carries every tenant's rounds, so a head held elsewhere must not hold up
+    the others for longer than the lock timeout: the held tenant's append fails alone."""
+    held, free = _tenant(), _tenant()
+    async with store_on(own_database, key_folder) as opened:
+        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=0.2)
+        try:
+            for tenant in (held, free):
+                await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+            async with head_held(own_database, held):
+                outcomes = await asyncio.gather(
+                    store.append(f"{held}-s", [NewEvent("B", {})], ANY, held, meta),
+                    store.append(f"{free}-s", [NewEvent("B", {})], ANY, free, meta),
+                    return_exceptions=True,
+                )
+            assert isinstance(outcomes[0], asyncpg.LockNotAvailableError)
+            assert [e.seq for e in outcomes[1]] == [2]  # type: ignore[union-attr]
+            await store.append(f"{held}-s", [NewEvent("C", {})], ANY, held, meta)
+        finally:
+            await store.close()
+    assert await verified_records(own_database, [held, free]) == 4
+
+
+@pytest.mark.parametrize("when", ["before it ran", "during a statement"])
+async def test_appends_waiting_when_the_commit_task_dies_are_answered(
+    own_database: str, key_folder: Path, meta: Metadata, when: str
+) -> None:
+    """The commit task is cancelled (as when its event loop shuts down) with appends queued,
+    before it ever ran or while its statement waits for a head another session holds: none of
+    their callers is left waiting, each learns it went in or that its outcome is unknown, and
+    the store serves later appends."""
+    tenants = [_tenant() for _ in range(6)]
+    async with store_on(own_database, key_folder) as store:
+        for tenant in tenants:
+            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+        async with head_held(own_database, tenants[0]) as holder:
+            calls = [
+                asyncio.create_task(store.append(f"{t}-s", [NewEvent("B", {})], ANY, t, meta))
+                for t in tenants
+            ]
+            await asyncio.sleep(0)  # queued, the commit task created
+            if when == "during a statement":
+                await lock_waiters(holder, 1)
+            committer = store._committer
+            assert committer is not None
+            committer.cancel()
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*calls, return_exceptions=True), timeout=30
+            )
+        assert all(isinstance(outcome, AppendOutcomeUnknownError) for outcome in outcomes), outcomes
+        for tenant in tenants:
+            await store.append(f"{tenant}-s", [NewEvent("C", {})], ANY, tenant, meta)
+        counts = [len(await store.read_tenant(t)) for t in tenants]
+    assert counts == [2] * len(tenants)  # the cancelled statement wrote nothing
+    assert await verified_records(own_database, tenants) == sum(counts)
