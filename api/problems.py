@@ -45,6 +45,7 @@ from eventstore.errors import (
     ConcurrencyError,
     IdempotencyKeyReusedError,
     InvalidAppendError,
+    LedgerBusyError,
 )
 
 PROBLEM_BASE: Final = "https://valueledger.dev/problems/"
@@ -205,6 +206,19 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
                     "Whether the change was recorded is not known",
                     "the connection to the ledger broke while the change was being committed; "
                     "read the resource before sending the command again",
+                    instance,
+                    trace_id,
+                ),
+                {"Retry-After": "1"},
+            )
+        case LedgerBusyError():
+            return (
+                _server_side(
+                    HTTP_503_SERVICE_UNAVAILABLE,
+                    "ledger-busy",
+                    "The customer's ledger is busy",
+                    "another writer held the customer's ledger too long; nothing was written, "
+                    "send the command again",
                     instance,
                     trace_id,
                 ),

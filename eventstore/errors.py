@@ -44,5 +44,10 @@ class AppendOutcomeUnknownError(EventStoreError):
     or retry with the same idempotency key, which makes the retry safe either way."""
 
 
+class LedgerBusyError(EventStoreError):
+    """Another session held the tenant's chain head for longer than the store waits (an
+    operator's transaction, a stuck writer); nothing was written. Try again."""
+
+
 class SigningKeyError(EventStoreError):
     """The signing key is unknown to the store, retired, or not the current one."""

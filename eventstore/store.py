@@ -41,6 +41,7 @@ from eventstore.errors import (
     EventStoreError,
     IdempotencyKeyReusedError,
     InvalidAppendError,
+    LedgerBusyError,
     SigningKeyError,
     StreamOwnershipError,
 )
@@ -728,7 +729,16 @@ class EventStore:
         for lane, _ in parts:
             lane.head = None  # whatever happened, read the head again before building on it
         if len(waiting) == 1:
-            waiting[0].future.set_exception(error)
+            alone = waiting[0]
+            if isinstance(error, asyncpg.LockNotAvailableError):
+                busy = LedgerBusyError(
+                    f"tenant {alone.tenant!r}: its chain head was held by another session for "
+                    f"more than {self._head_lock_timeout:g} s; nothing was written, try again"
+                )
+                busy.__cause__ = error
+                alone.future.set_exception(busy)
+            else:
+                alone.future.set_exception(error)
             return
         for lane, appends in reversed(parts):
             for append in appends:

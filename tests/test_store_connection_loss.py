@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from eventstore.errors import AppendOutcomeUnknownError
+from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import EventStore, Metadata, NewEvent, RecordedEvent, StreamState
 from tests.conftest import (
     FreshDatabases,
@@ -306,7 +306,8 @@ async def test_a_head_held_by_another_session_fails_only_its_tenant_after_the_lo
                     store.append(f"{free}-s", [NewEvent("B", {})], ANY, free, meta),
                     return_exceptions=True,
                 )
-            assert isinstance(outcomes[0], asyncpg.LockNotAvailableError)
+            assert isinstance(outcomes[0], LedgerBusyError)
+            assert "held by another session for more than 0.2 s" in str(outcomes[0])
             assert [e.seq for e in outcomes[1]] == [2]  # type: ignore[union-attr]
             await store.append(f"{held}-s", [NewEvent("C", {})], ANY, held, meta)
         finally:

@@ -26,7 +26,7 @@ from api.observability import configure_logging, redact_secrets
 from api.problems import problem_for
 from api.ratelimit import RateLimitSettings, credential_of, json_depth_exceeds, parse_networks
 from domain.roles import Role
-from eventstore.errors import AppendOutcomeUnknownError
+from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import EventStore
 from projections.cache import connect_cache
 from tests.api.conftest import bearer
@@ -238,9 +238,19 @@ async def test_without_postgres_requests_get_503_with_retry_after_and_a_trace_id
         assert "Errno" not in answer.text
 
 
-def test_an_append_of_unknown_outcome_is_503_telling_to_read_before_sending_again() -> None:
-    """The store could not learn whether an append went in: the client must not be told it
-    failed (it may have been recorded), nor that it succeeded."""
+@pytest.mark.parametrize(
+    ("error", "kind", "advice"),
+    [
+        # The store could not learn whether an append went in: the client must not be told
+        # it failed (it may have been recorded), nor that it succeeded.
+        (AppendOutcomeUnknownError("connection lost"), "outcome-unknown", "read the resource"),
+        # Another session held the customer's chain head too long: nothing was written.
+        (LedgerBusyError("head held"), "ledger-busy", "nothing was written"),
+    ],
+)
+def test_a_store_that_cannot_answer_now_is_503_with_advice(
+    error: Exception, kind: str, advice: str
+) -> None:
     request: Request[Any, Any, Any] = Request(
         scope={  # type: ignore[arg-type]  # only what problem_for reads
             "type": "http",
@@ -251,12 +261,12 @@ def test_an_append_of_unknown_outcome_is_503_telling_to_read_before_sending_agai
             "state": {"trace_id": "ab" * 16},
         }
     )
-    problem, headers = problem_for(AppendOutcomeUnknownError("connection lost"), request)
+    problem, headers = problem_for(error, request)
     assert (problem.status, headers) == (503, {"Retry-After": "1"})
-    assert problem.type.endswith("/outcome-unknown")
+    assert problem.type.endswith(f"/{kind}")
     assert problem.detail is not None
-    assert "read the resource before sending" in problem.detail
-    assert "connection lost" not in problem.detail  # the store's wording stays inside
+    assert advice in problem.detail
+    assert str(error) not in problem.detail  # the store's wording stays inside
     assert problem.trace_id == "ab" * 16
 
 
