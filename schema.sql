@@ -387,7 +387,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 CREATE INDEX IF NOT EXISTS webhook_deliveries_pending
     ON webhook_deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 REVOKE ALL ON webhook_deliveries FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO valueledger_app;
+-- DELETE: finished deliveries are pruned after their retention (workers.webhooks.prune).
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_deliveries TO valueledger_app;
 
 -- The ledger is append-only, whoever asks: these triggers refuse even the owner. The only way
 -- around them is a superuser disabling triggers, which the verifier then catches.

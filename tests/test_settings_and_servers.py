@@ -21,12 +21,15 @@ def test_settings_from_environment() -> None:
             "DATABASE_URL": "postgresql://app:s3cret@db:5432/ledger",
             "VALUELEDGER_DATA_DIR": "/var/lib/vl",
             "REDIS_URL": "",
+            "VALUELEDGER_WEBHOOK_RETENTION_DAYS": "7",
         }
     )
     assert settings.database_url == "postgresql://app:s3cret@db:5432/ledger"
     assert settings.redis_url is None  # empty means unset: use the embedded server
     assert settings.signing_key_path == Path("/var/lib/vl/signing-key.pem")
+    assert settings.retention_days == 7
     assert Settings.from_env({}).data_dir == ".valueledger"
+    assert Settings.from_env({}).retention_days == 30
 
 
 def test_secrets_never_show_in_settings_text() -> None:
@@ -47,6 +50,8 @@ def test_secrets_never_show_in_settings_text() -> None:
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://cache"}, "REDIS_URL"),
         ({"VALUELEDGER_DB_ROLE": "app; DROP TABLE events"}, "VALUELEDGER_DB_ROLE"),
+        ({"VALUELEDGER_WEBHOOK_RETENTION_DAYS": "-1"}, "VALUELEDGER_WEBHOOK_RETENTION_DAYS"),
+        ({"VALUELEDGER_WEBHOOK_RETENTION_DAYS": "2.5"}, "VALUELEDGER_WEBHOOK_RETENTION_DAYS"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(environment: dict[str, str], named: str) -> None:

@@ -144,6 +144,7 @@ async def serve(
                     stop,
                     prefix=settings.cache_prefix,
                     retry_delays=settings.retry_delays,
+                    retention_days=settings.retention_days,
                 )
             )
         if role in {"all", "api"}:

@@ -16,6 +16,7 @@ RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^(rediss?|unix)://")]
 RoleName = Annotated[str, msgspec.Meta(pattern=r"^([a-z_][a-z0-9_]{0,62})?$")]
 CachePrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
 Delays = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?){0,19}$")]
+Days = Annotated[str, msgspec.Meta(pattern=r"^\d{1,5}$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -42,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     webhooks are sent."""
     webhook_retry_delays: Delays = "300,1800,7200"
     """Seconds to wait before each further attempt after a failed one, comma-separated."""
+    webhook_retention_days: Days = "30"
+    """Days a finished delivery's row (delivered or failed) is kept; 0 keeps them forever."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "jwks_url": "VALUELEDGER_JWKS_URL",
             "webhooks": "VALUELEDGER_WEBHOOKS",
             "webhook_retry_delays": "VALUELEDGER_WEBHOOK_RETRY_DELAYS",
+            "webhook_retention_days": "VALUELEDGER_WEBHOOK_RETENTION_DAYS",
         }
         values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
         for field in (
@@ -84,6 +88,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def retry_delays(self) -> tuple[float, ...]:
         """`webhook_retry_delays` as seconds."""
         return tuple(float(delay) for delay in self.webhook_retry_delays.split(","))
+
+    @property
+    def retention_days(self) -> int:
+        """`webhook_retention_days` as a number."""
+        return int(self.webhook_retention_days)
 
     @property
     def data_path(self) -> Path:
@@ -127,7 +136,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"jwt_secret={'***' if self.jwt_secret else None!r}, "
             f"jwt_audience={self.jwt_audience!r}, jwt_issuer={self.jwt_issuer!r}, "
             f"jwks_url={self.jwks_url!r}, webhooks={self.webhooks!r}, "
-            f"webhook_retry_delays={self.webhook_retry_delays!r})"
+            f"webhook_retry_delays={self.webhook_retry_delays!r}, "
+            f"webhook_retention_days={self.webhook_retention_days!r})"
         )
 
     __str__ = __repr__

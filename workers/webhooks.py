@@ -20,6 +20,11 @@ and docs/webhooks.md). Three parts, each safe to crash at any point:
    the configured delays (by default the architecture's 5 minutes, 30 minutes and 2 hours),
    then failed. An attempt that never finished (its worker died) counts as failed.
 
+The dispatcher also prunes, once an hour: the rows of finished deliveries (delivered, or
+failed for good) go once they are older than the retention (VALUELEDGER_WEBHOOK_RETENTION_DAYS,
+30 by default), so the table holds what is owed and the recent past, not all of history. A
+pending row is never pruned: it is still owed.
+
 The dispatcher also sweeps: a pending row due for longer than SWEEP_GRACE has no job (Redis
 lost its queue, or a worker died during an attempt and its lease lapsed), so it is queued
 again. Delivery is therefore at least once, and a receiver drops repeats by ``webhook-id``.
@@ -76,6 +81,10 @@ POLL_INTERVAL: Final = 1.0
 STOP_GRACE: Final = 5.0
 """On stop, how long running attempts may finish before they are cancelled (their rows are
 then picked up again when their lease lapses)."""
+PRUNE_INTERVAL: Final = 3600.0
+"""Seconds between prunings of finished deliveries past their retention."""
+PRUNE_BATCH: Final = 5000
+"""Rows deleted per statement when pruning, so no one statement holds many row locks."""
 JOB: Final = "deliver_webhook"
 
 DELIVERIES: Final = Counter(
@@ -112,6 +121,17 @@ UPDATE webhook_deliveries SET status = 'failed', last_status = $5, last_error = 
 """
 # (Each outcome names the attempt it records: a stale attempt, overtaken after its lease
 # lapsed, changes nothing.)
+# A finished delivery's age: since it was delivered, or since its last attempt's lease ran out.
+_PRUNE_SQL: Final = """
+WITH finished AS (
+    SELECT endpoint_id, tenant, seq FROM webhook_deliveries
+     WHERE status <> 'pending'
+       AND coalesce(delivered_at, next_attempt_at) < clock_timestamp() - make_interval(days => $1)
+     LIMIT $2
+)
+DELETE FROM webhook_deliveries AS d USING finished AS f
+ WHERE (d.endpoint_id, d.tenant, d.seq) = (f.endpoint_id, f.tenant, f.seq)
+"""
 
 
 def checkpoint_of(endpoint_id: str) -> str:
@@ -142,8 +162,10 @@ class Webhooks:
         client: httpx.AsyncClient,
         sweep_grace: float = SWEEP_GRACE,
         request_timeout: float = REQUEST_TIMEOUT,
+        retention_days: int = 30,
     ) -> None:
         self._store = store
+        self._retention_days = retention_days
         self._queue = queue
         self._endpoints = {endpoint.id: endpoint for endpoint in endpoints}
         self._prefix = prefix
@@ -207,6 +229,21 @@ class Webhooks:
             [Delivery(row["endpoint_id"], row["tenant"], row["seq"]) for row in rows]
         )
         return len(rows)
+
+    async def prune(self) -> int:
+        """Delete the rows of deliveries finished longer ago than the retention, of every
+        endpoint (configured here or not); returns how many. None with a retention of 0."""
+        if self._retention_days <= 0:
+            return 0
+        pruned = 0
+        while True:
+            status = await self._store.pool.execute(_PRUNE_SQL, self._retention_days, PRUNE_BATCH)
+            deleted = int(status.rsplit(" ", 1)[-1])
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
+                if pruned:
+                    log.info("webhooks_pruned", rows=pruned, days=self._retention_days)
+                return pruned
 
     async def _enqueue(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -280,13 +317,14 @@ class Webhooks:
     # --- running ----------------------------------------------------------------------------
 
     async def follow(self, stop: asyncio.Event, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
-        """Dispatch as the ledger grows and sweep now and then, until `stop` is set."""
+        """Dispatch as the ledger grows, sweep now and then and prune once an hour, until
+        `stop` is set."""
         wake = asyncio.Event()
 
         def on_notify(*_args: object) -> None:
             wake.set()
 
-        swept = 0.0
+        swept = pruned = -PRUNE_INTERVAL  # both at once, on the first round
         backoff = BACKOFF[0]
         async with self._store.pool.acquire() as listener:
             await listener.add_listener(NOTIFY_CHANNEL, on_notify)
@@ -294,6 +332,9 @@ class Webhooks:
                 while not stop.is_set():
                     wake.clear()
                     try:
+                        if time.monotonic() - pruned >= PRUNE_INTERVAL:
+                            await self.prune()
+                            pruned = time.monotonic()
                         if time.monotonic() - swept >= sweep_interval:
                             await self.sweep()
                             swept = time.monotonic()
@@ -398,6 +439,7 @@ async def run_webhooks(
     sweep_interval: float = SWEEP_INTERVAL,
     sweep_grace: float = SWEEP_GRACE,
     request_timeout: float = REQUEST_TIMEOUT,
+    retention_days: int = 30,
 ) -> None:
     """The webhook worker: the dispatcher and one arq worker per endpoint, in this loop, until
     `stop` is set."""
@@ -417,6 +459,7 @@ async def run_webhooks(
             client=client,
             sweep_grace=sweep_grace,
             request_timeout=request_timeout,
+            retention_days=retention_days,
         )
         log.info("webhooks_starting", endpoints=webhooks.endpoint_ids)
         try:

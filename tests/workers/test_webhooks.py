@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -424,6 +425,61 @@ async def test_an_attempt_that_never_finished_counts_as_failed(scene: Scene) -> 
         "attempt 1 never finished (its worker stopped)",
     )
     assert scene.app.requests == []
+
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+
+
+@pytest.mark.parametrize("retention_days", [1, 0])
+async def test_finished_deliveries_are_pruned_after_their_retention_and_owed_ones_never(
+    scene: Scene, retention_days: int
+) -> None:
+    """Delivered and failed rows go once older than the retention (0: kept forever), whatever
+    their endpoint; a pending row stays however old, since it is still owed."""
+    rows = {
+        # name: (status, delivered_at, next_attempt_at), relative to now
+        "delivered-old": ("delivered", -DAY * 2, -DAY * 2),
+        "delivered-recent": ("delivered", -HOUR, -DAY * 2),
+        "failed-old": ("failed", None, -DAY * 3),
+        "failed-recent": ("failed", None, -HOUR * 2),
+        "pending-old": ("pending", None, -DAY * 9),
+    }
+    for seq, (status, delivered, due) in enumerate(rows.values(), start=1):
+        await scene.store.pool.execute(
+            "INSERT INTO webhook_deliveries (endpoint_id, tenant, seq, event_type, status,"
+            " attempts, delivered_at, next_attempt_at, created_at)"
+            " VALUES ($1, 't-prune', $2, 'AlertRaised', $3, 1,"
+            "  clock_timestamp() + $4, clock_timestamp() + $5,"
+            "  clock_timestamp() - interval '10 days')",
+            "gone" if seq % 2 else "sink",  # configured here or not: the same rule
+            seq,
+            status,
+            delivered,
+            due,
+        )
+    queue = connect_queue(scene.redis_url)
+    async with httpx.AsyncClient() as client:
+        webhooks = Webhooks(
+            scene.store,
+            queue,
+            [scene.endpoint("sink")],
+            prefix=scene.prefix,
+            retry_delays=(),
+            client=client,
+            retention_days=retention_days,
+        )
+        pruned = await webhooks.prune()
+        again = await webhooks.prune()
+    await queue.aclose(close_connection_pool=True)
+    left = await scene.store.pool.fetch("SELECT seq FROM webhook_deliveries ORDER BY seq")
+    names = list(rows)
+    kept = [names[row["seq"] - 1] for row in left]
+    if retention_days == 0:
+        assert (pruned, kept) == (0, names)
+    else:
+        assert (pruned, again) == (2, 0)
+        assert kept == ["delivered-recent", "failed-recent", "pending-old"]
 
 
 class RedisServer:
