@@ -225,7 +225,11 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
                 {"Retry-After": "1"},
             )
         case (
-            ConnectionError() | asyncpg.PostgresConnectionError() | asyncpg.CannotConnectNowError()
+            ConnectionError()
+            | asyncpg.PostgresConnectionError()
+            | asyncpg.CannotConnectNowError()
+            | asyncpg.AdminShutdownError()
+            | asyncpg.CrashShutdownError()
         ):
             log.warning("database unavailable", path=instance, error=type(error).__name__)
             return (

@@ -364,15 +364,18 @@ SELECT tenant, seq, hash, recorded_at FROM created
 UNION ALL
 SELECT tenant, seq, hash, recorded_at FROM chain_heads WHERE tenant = ANY($1::text[])
 """
-# The writer connection's settings and its session's identity, in one round trip. Generic
-# plans: see EventStore._writer. The identity (pid and start, since pids are reused) names the
-# session to end if the connection breaks with a statement in flight.
+# The writer connection's settings and its session's identity. Generic plans: see
+# EventStore._writer. The identity (pid and start, since pids are reused) names the session to
+# end if the connection breaks with a statement in flight. Both this and _END_SESSION_SQL run
+# as the login role (`SET LOCAL ROLE NONE`), which owns the pool's sessions: the application
+# role they run as can neither read their start time nor end them.
 _WRITER_SESSION_SQL: Final = """
 SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
        set_config('lock_timeout', $1, false),
        pid, backend_start
 FROM pg_stat_activity WHERE pid = pg_backend_pid()
 """
+_WRITER_RESET_SQL: Final = "RESET plan_cache_mode; RESET lock_timeout"
 # End a lost writer session and wait (up to $3 ms) until it has exited, so that its transaction
 # is over, committed or rolled back. No row: it had exited already; false: it did not in time.
 _END_SESSION_SQL: Final = """
@@ -729,21 +732,34 @@ class EventStore:
         for lane, _ in parts:
             lane.head = None  # whatever happened, read the head again before building on it
         if len(waiting) == 1:
-            alone = waiting[0]
             if isinstance(error, asyncpg.LockNotAvailableError):
-                busy = LedgerBusyError(
-                    f"tenant {alone.tenant!r}: its chain head was held by another session for "
-                    f"more than {self._head_lock_timeout:g} s; nothing was written, try again"
-                )
-                busy.__cause__ = error
-                alone.future.set_exception(busy)
+                self._refuse_busy(self._lanes[waiting[0].tenant], [waiting[0]], error)
             else:
-                alone.future.set_exception(error)
+                waiting[0].future.set_exception(error)
             return
         for lane, appends in reversed(parts):
             for append in appends:
                 append.solo = True
             self._requeue(lane, appends)
+
+    def _refuse_busy(
+        self, lane: _Lane, appends: list[_Append], error: asyncpg.LockNotAvailableError
+    ) -> None:
+        """Another session holds the lane's head: the appends and every other one queued in
+        the lane fail at once, rather than each waiting out the lock timeout in turn on the
+        connection every tenant's rounds share."""
+        appends = [*appends, *lane.pending]
+        lane.pending.clear()
+        self._ready.pop(lane.tenant, None)
+        for append in appends:
+            if append.future.done():
+                continue
+            busy = LedgerBusyError(
+                f"tenant {lane.tenant!r}: its chain head was held by another session for more "
+                f"than {self._head_lock_timeout:g} s; nothing was written, try again"
+            )
+            busy.__cause__ = error
+            append.future.set_exception(busy)
 
     async def _build_group(self) -> list[_Batch]:
         taken = self._take_group(pipelined=False)
@@ -785,7 +801,7 @@ class EventStore:
         try:
             return await self._commit_group(group)
         except _StatementLost as lost:
-            await self._writer_failed(lost.cause)
+            await self._give_up_writer()
             unsettled = await self._settle_lost(group, lost)
             # Not the appends' fault (the connection broke): they go again as they were.
             self._count_attempts(unsettled, "as the database connection kept breaking")
@@ -873,15 +889,18 @@ class EventStore:
         if self._writer_connection is None:
             connection = await self._pool.acquire()
             try:
-                session = await connection.fetchrow(
-                    _WRITER_SESSION_SQL, f"{round(self._head_lock_timeout * 1000)}ms"
-                )
+                async with connection.transaction():
+                    await connection.execute("SET LOCAL ROLE NONE")
+                    session = await connection.fetchrow(
+                        _WRITER_SESSION_SQL, f"{round(self._head_lock_timeout * 1000)}ms"
+                    )
             except BaseException:
                 await self._pool.release(connection)
                 raise
-            assert session is not None  # noqa: S101 - a session always sees itself
             self._writer_connection = connection
-            self._writer_session = (session["pid"], session["backend_start"])
+            # None when the server hides it: a lost statement's outcome is then unknowable.
+            if session is not None and session["backend_start"] is not None:
+                self._writer_session = (session["pid"], session["backend_start"])
         return self._writer_connection
 
     async def _writer_failed(self, error: BaseException) -> None:
@@ -917,15 +936,18 @@ class EventStore:
         tenants = [batch.lane.tenant for batch in group for _ in batch.records]
         seqs = [record.seq for batch in group for record in batch.records]
         try:
+            if lost.session is None:
+                raise LookupError("the lost writer session's identity is unknown")
             async with self._pool.acquire() as connection:
-                if lost.session is not None:
+                async with connection.transaction():
+                    await connection.execute("SET LOCAL ROLE NONE")
                     ended = await connection.fetchval(
                         _END_SESSION_SQL, *lost.session, END_SESSION_WAIT_MS
                     )
-                    if ended is False:
-                        raise TimeoutError("the lost writer session did not exit in time")
+                if ended is False:
+                    raise TimeoutError("the lost writer session did not exit in time")
                 rows = await connection.fetch(_FIND_RECORDS_SQL, tenants, seqs)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except (OSError, LookupError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             failure = AppendOutcomeUnknownError(
                 f"the database connection broke during the commit ({lost.cause!r}) and whether "
                 f"it went in cannot be learned now ({error!r}); read the stream before deciding "
@@ -1478,7 +1500,12 @@ class EventStore:
         connection, self._writer_connection = self._writer_connection, None
         self._writer_session = None
         if connection is not None:
-            # The pool resets a connection it takes back (RESET ALL), our settings included.
+            # The pool does not reset what it takes back (eventstore.db): this store does.
+            try:
+                await connection.execute(_WRITER_RESET_SQL)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                if _is_open(connection):
+                    connection.terminate()
             await self._pool.release(connection)
         if self._notifier is not None:
             await asyncio.gather(self._notifier, return_exceptions=True)
@@ -1496,14 +1523,16 @@ class _StatementLost(Exception):
 
 def _outcome_unknown(error: Exception, connection: PoolConnectionProxy[asyncpg.Record]) -> bool:
     """Whether a statement that raised `error` may have committed all the same. It did not
-    when the server answered it with an error and the session lives on; but when the
-    connection broke (asyncpg's PostgresConnectionError, an OSError), or the session was ended
-    (a FATAL error), the answer may have been lost after the commit."""
-    if not isinstance(error, asyncpg.PostgresError):
+    when the server answered it with an error and the session lives on, nor when the client
+    refused it before sending (bad input, a bug: the connection is still open). But when the
+    connection broke (an OSError, asyncpg's PostgresConnectionError, a connection now closed)
+    or the server ended the session (SQLSTATE class 57P: shut down, crashed), the answer may
+    have been lost after the commit."""
+    if isinstance(error, OSError | asyncpg.PostgresConnectionError):
         return True
-    if isinstance(error, asyncpg.PostgresConnectionError):
+    if isinstance(error, asyncpg.PostgresError) and error.sqlstate.startswith("57P"):
         return True
-    return getattr(error, "severity", None) in ("FATAL", "PANIC") or not _is_open(connection)
+    return not _is_open(connection)
 
 
 def _is_open(connection: PoolConnectionProxy[asyncpg.Record]) -> bool:

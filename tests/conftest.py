@@ -228,15 +228,22 @@ async def write_record_directly(
     )
 
 
+async def lock_waiting_pids(connection: asyncpg.Connection) -> list[int]:
+    """The sessions of this database waiting for a lock, as of now. (Within a transaction, as
+    a head holder's is, pg_stat_activity keeps showing what it showed first: cleared here.)"""
+    await connection.execute("SELECT pg_stat_clear_snapshot()")
+    rows = await connection.fetch(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return [row["pid"] for row in rows]
+
+
 async def lock_waiters(connection: asyncpg.Connection, count: int) -> None:
     """Until `count` sessions of this database wait for a lock (the stores' appends, held back
     by a head this connection has locked)."""
     for _ in range(1000):
-        waiting = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting >= count:
+        if len(await lock_waiting_pids(connection)) >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{count} sessions never waited for a row lock together")

@@ -18,12 +18,21 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from eventstore.db import create_pool
 from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
-from eventstore.store import EventStore, Metadata, NewEvent, RecordedEvent, StreamState
+from eventstore.store import (
+    EventStore,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    StreamState,
+    _outcome_unknown,
+)
 from tests.conftest import (
     FreshDatabases,
     head_held,
     lock_waiters,
+    lock_waiting_pids,
     settings_for,
     verified_records,
     write_record_directly,
@@ -36,10 +45,13 @@ ANY = StreamState.ANY
 class PostgresProxy:
     """Forwards PostgreSQL connections, byte for byte, and breaks one on request.
 
-    `cut_next_request`: the next bytes any client sends are dropped with its connection (the
-    server never sees them). `cut_next_answer`: the next client to send keeps its bytes going
-    to the server, but the server's answer is dropped with the connection (the client never
-    learns what happened). `refusing`: new connections are closed at once."""
+    `cut_request_with`: the connection whose client next sends these bytes (a marker in an
+    append's data) is dropped with them: the server never sees that request.
+    `cut_answer_to`: the request carrying these bytes goes to the server, but the server's
+    answer is dropped with the connection: the client never learns what happened.
+    `cut_everything()`: every connection dropped at once, as by a network failure, while the
+    server's side of each lives on until the server notices. `refusing`: new connections are
+    closed at once."""
 
     def __init__(self, upstream_url: str) -> None:
         parts = urlsplit(upstream_url)
@@ -49,10 +61,11 @@ class PostgresProxy:
         self._host = parts.hostname or "127.0.0.1"
         self._user = parts.username or "postgres"
         self._database = parts.path.lstrip("/")
-        self.cut_next_request = False
-        self.cut_next_answer = False
+        self.cut_request_with: bytes | None = None
+        self.cut_answer_to: bytes | None = None
         self.refusing = False
         self.cuts = 0
+        self._clients: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
 
@@ -64,6 +77,13 @@ class PostgresProxy:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    def cut_everything(self) -> None:
+        """Drop every client connection; the server's side of each is left open."""
+        for client in list(self._clients):
+            client.transport.abort()
+        self.cuts += len(self._clients)
+        self._clients.clear()
 
     async def stop(self) -> None:
         assert self._server is not None
@@ -84,6 +104,7 @@ class PostgresProxy:
             server_in, server_out = await asyncio.open_connection(self._host, self._port)
         answer_to_cut = asyncio.Event()
         writers = (client_out, server_out)
+        self._clients.add(client_out)
 
         def cut() -> None:
             self.cuts += 1
@@ -92,12 +113,12 @@ class PostgresProxy:
 
         async def requests() -> None:
             while data := await client_in.read(65536):
-                if self.cut_next_request:
-                    self.cut_next_request = False
+                if self.cut_request_with is not None and self.cut_request_with in data:
+                    self.cut_request_with = None
                     cut()
                     return
-                if self.cut_next_answer:
-                    self.cut_next_answer = False
+                if self.cut_answer_to is not None and self.cut_answer_to in data:
+                    self.cut_answer_to = None
                     answer_to_cut.set()
                 server_out.write(data)
                 await server_out.drain()
@@ -105,9 +126,7 @@ class PostgresProxy:
 
         async def answers() -> None:
             while data := await server_in.read(65536):
-                if answer_to_cut.is_set():
-                    # Let the server finish (commit) before the client is cut off from it.
-                    await asyncio.sleep(0.05)
+                if answer_to_cut.is_set():  # the server has answered: it committed
                     cut()
                     return
                 client_out.write(data)
@@ -148,10 +167,10 @@ def _tenant() -> str:
     return f"lost-{secrets.token_hex(4)}"
 
 
-async def _settle_notifier() -> None:
-    """Let the store's post-commit NOTIFY (sent from a pool connection) go by, so that the
-    next bytes a client sends are the writer's."""
-    await asyncio.sleep(0.05)
+def _marked() -> tuple[dict[str, str], bytes]:
+    """Event data carrying a marker, and the marker's bytes as they go over the wire."""
+    marker = secrets.token_hex(8)
+    return {"marker": marker}, marker.encode()
 
 
 async def test_a_writer_session_ended_between_rounds_is_replaced(
@@ -184,10 +203,10 @@ async def test_a_commit_whose_answer_is_lost_is_answered_from_the_ledger_once(
     async with store_on(proxy.url, key_folder) as store:
         for tenant in tenants:
             await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
-        await _settle_notifier()
-        proxy.cut_next_answer = True
+        data, marker = _marked()
+        proxy.cut_answer_to = marker
         answered = await asyncio.gather(
-            *(store.append(f"{t}-s", [NewEvent("B", {"n": 1})], 1, t, meta) for t in tenants)
+            *(store.append(f"{t}-s", [NewEvent("B", data)], 1, t, meta) for t in tenants)
         )
         assert proxy.cuts == 1
         # Answered as committed: not sent again (a retry would have met its own version and
@@ -208,12 +227,47 @@ async def test_a_statement_lost_before_the_server_saw_it_goes_again_once(
     tenant = _tenant()
     async with store_on(proxy.url, key_folder) as store:
         await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
-        await _settle_notifier()
-        proxy.cut_next_request = True
-        events = await store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
+        data, marker = _marked()
+        proxy.cut_request_with = marker
+        events = await store.append(f"{tenant}-s", [NewEvent("B", data)], ANY, tenant, meta)
         assert proxy.cuts == 1
         assert [(e.seq, e.type) for e in events] == [(2, "B")]
         assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B"]
+    assert await verified_records(own_database, [tenant]) == 2
+
+
+async def test_a_statement_cut_off_while_its_session_lives_on_is_ended_then_sent_again(
+    proxy: PostgresProxy, own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """The network drops while the statement waits for a head another session holds: the
+    server's side of the writer lives on, still waiting, and would commit once the head is
+    free. The store ends that session (as the login role, which owns it) before it looks for
+    the records, so the append it then sends again is written once, not twice."""
+    tenant = _tenant()
+    async with store_on(proxy.url, key_folder) as opened:
+        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=60)
+        try:
+            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+            async with head_held(own_database, tenant) as holder:
+                call = asyncio.create_task(
+                    store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
+                )
+                await lock_waiters(holder, 1)
+                [first] = await lock_waiting_pids(holder)
+                proxy.cut_everything()
+                # The head stays held until the cut-off session is gone and the append, sent
+                # again from a new session, waits in its place.
+                for _ in range(1000):
+                    if await lock_waiting_pids(holder) not in ([], [first]):
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the append never came back from a new session")
+            events = await call
+        finally:
+            await store.close()
+        assert [(e.seq, e.type) for e in events] == [(2, "B")]
+        assert [e.type for e in await opened.read_tenant(tenant)] == ["A", "B"]
     assert await verified_records(own_database, [tenant]) == 2
 
 
@@ -225,13 +279,14 @@ async def test_with_the_database_out_of_reach_the_outcome_is_reported_unknown(
     tenant = _tenant()
     async with store_on(proxy.url, key_folder) as store:
         await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
-        await _settle_notifier()
         # Idle pool connections are closed, so that learning the outcome needs a new one.
         await store.pool.expire_connections()
         proxy.refusing = True
-        proxy.cut_next_answer = True
+        data, marker = _marked()
+        proxy.cut_answer_to = marker
         with pytest.raises(AppendOutcomeUnknownError, match="cannot be learned now"):
-            await store.append(f"{tenant}-s", [NewEvent("B", {})], 1, tenant, meta)
+            await store.append(f"{tenant}-s", [NewEvent("B", data)], 1, tenant, meta)
+        assert proxy.cuts == 1
         proxy.refusing = False
         # It did commit (the server got the whole statement): deciding again finds that.
         assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B"]
@@ -293,7 +348,9 @@ async def test_a_head_held_by_another_session_fails_only_its_tenant_after_the_lo
     own_database: str, key_folder: Path, meta: Metadata
 ) -> None:
     """One connection carries every tenant's rounds, so a head held elsewhere must not hold up
-    the others for longer than the lock timeout: the held tenant's append fails alone."""
+    the others for longer than the lock timeout: the held tenant's appends fail, all of them
+    at the first timeout of one on its own (not one timeout each, in turn), and nothing else
+    does."""
     held, free = _tenant(), _tenant()
     async with store_on(own_database, key_folder) as opened:
         store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=0.2)
@@ -302,13 +359,19 @@ async def test_a_head_held_by_another_session_fails_only_its_tenant_after_the_lo
                 await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
             async with head_held(own_database, held):
                 outcomes = await asyncio.gather(
-                    store.append(f"{held}-s", [NewEvent("B", {})], ANY, held, meta),
+                    *(
+                        store.append(f"{held}-s{n}", [NewEvent("B", {})], ANY, held, meta)
+                        for n in range(6)
+                    ),
                     store.append(f"{free}-s", [NewEvent("B", {})], ANY, free, meta),
                     return_exceptions=True,
                 )
-            assert isinstance(outcomes[0], LedgerBusyError)
-            assert "held by another session for more than 0.2 s" in str(outcomes[0])
-            assert [e.seq for e in outcomes[1]] == [2]  # type: ignore[union-attr]
+            *busy, answered = outcomes
+            assert all(isinstance(outcome, LedgerBusyError) for outcome in busy), busy
+            assert "held by another session for more than 0.2 s" in str(busy[0])
+            causes = {id(outcome.__cause__) for outcome in busy}  # type: ignore[union-attr]
+            assert len(causes) == 1, "each append waited out a lock timeout of its own"
+            assert [e.seq for e in answered] == [2]  # type: ignore[union-attr]
             await store.append(f"{held}-s", [NewEvent("C", {})], ANY, held, meta)
         finally:
             await store.close()
@@ -324,7 +387,9 @@ async def test_appends_waiting_when_the_commit_task_dies_are_answered(
     their callers is left waiting, each learns it went in or that its outcome is unknown, and
     the store serves later appends."""
     tenants = [_tenant() for _ in range(6)]
-    async with store_on(own_database, key_folder) as store:
+    async with store_on(own_database, key_folder) as opened:
+        # Its statement waits for the head until cancelled, never timing out first.
+        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=600)
         for tenant in tenants:
             await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
         async with head_held(own_database, tenants[0]) as holder:
@@ -345,5 +410,50 @@ async def test_appends_waiting_when_the_commit_task_dies_are_answered(
         for tenant in tenants:
             await store.append(f"{tenant}-s", [NewEvent("C", {})], ANY, tenant, meta)
         counts = [len(await store.read_tenant(t)) for t in tenants]
+        await store.close()
     assert counts == [2] * len(tenants)  # the cancelled statement wrote nothing
     assert await verified_records(own_database, tenants) == sum(counts)
+
+
+async def test_closing_the_store_gives_its_connection_back_without_its_settings(
+    own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """The pool does not reset what it takes back, so the writer's settings must not ride on
+    into whoever uses the connection next (a pool of one connection: the writer's)."""
+    pool = await create_pool(own_database, min_size=1, max_size=1)
+    try:
+        async with store_on(own_database, key_folder) as opened:
+            store = EventStore(pool, opened.signing_key, head_lock_timeout=0.2)
+            tenant = _tenant()
+            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+            await store.close()
+        async with pool.acquire() as connection:
+            settings = await connection.fetchrow(
+                "SELECT current_setting('lock_timeout') AS lock_timeout,"
+                " current_setting('plan_cache_mode') AS plan_cache_mode"
+            )
+    finally:
+        await pool.close()
+    assert settings is not None
+    assert dict(settings) == {"lock_timeout": "0", "plan_cache_mode": "auto"}
+
+
+async def test_only_a_broken_connection_or_an_ended_session_leaves_the_outcome_unknown(
+    own_database: str,
+) -> None:
+    """A statement refused by the server, or by the client before sending, did not commit;
+    one whose connection broke or whose session the server ended may have."""
+    pool = await create_pool(own_database, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            assert not _outcome_unknown(asyncpg.UniqueViolationError("dup"), connection)
+            assert not _outcome_unknown(asyncpg.DataError("bad argument"), connection)
+            assert not _outcome_unknown(ValueError("a bug"), connection)
+            assert _outcome_unknown(ConnectionResetError(), connection)
+            assert _outcome_unknown(asyncpg.ConnectionDoesNotExistError("gone"), connection)
+            assert _outcome_unknown(asyncpg.AdminShutdownError("ended"), connection)
+            assert _outcome_unknown(asyncpg.CrashShutdownError("crashed"), connection)
+            connection.terminate()
+            assert _outcome_unknown(asyncpg.UniqueViolationError("dup"), connection)
+    finally:
+        await pool.close()
