@@ -44,7 +44,9 @@ async def create_pool(
     dsn: str, role: str | None = APP_ROLE, min_size: int = 2, max_size: int = 10
 ) -> asyncpg.Pool:
     """A pool whose sessions run as `role` (a startup parameter, so it survives the pool's
-    RESET ALL): the service then holds only the ledger's INSERT and SELECT privileges."""
+    RESET ALL): the service then holds only the ledger's INSERT and SELECT privileges. (The
+    store's writer steps back to the login role for two statements only: to name its own
+    session and, after losing its connection, to end it; see EventStore._writer.)"""
     settings = {"role": role} if role else {}
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, server_settings=settings, reset=_keep_session

