@@ -26,6 +26,13 @@ from tests.conftest import invoke
 WORKER = Path(sys.executable).parent / "valueledger"
 
 
+@pytest.fixture
+def env(env: dict[str, str | None], redis_url: str) -> dict[str, str | None]:
+    """The CLI's environment with this run's Redis. A worker these tests kill (SIGKILL) cannot
+    stop an embedded Redis of its own, which would outlive the run."""
+    return {**env, "REDIS_URL": redis_url}
+
+
 @contextmanager
 def worker(env: dict[str, str | None]) -> Iterator[subprocess.Popen[bytes]]:
     """`valueledger projectors` as its own process; killed at the end if still running."""
