@@ -25,6 +25,7 @@ import hashlib
 import re
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -387,7 +388,6 @@ _FIND_RECORDS_SQL: Final = """
 SELECT e.tenant, e.seq, e.hash, e.position, e.epoch, e.tx_id::text::bigint AS tx_id
 FROM unnest($1::text[], $2::bigint[]) AS u(tenant, seq)
 JOIN events e ON e.tenant = u.tenant AND e.seq = u.seq
-ORDER BY e.tenant, e.seq
 """
 # Why some tenants' heads did not move: read after the fact, outside the lock, on a fresh
 # snapshot; their lanes rebuild from it and the next attempt is checked under the lock again.
@@ -895,8 +895,7 @@ class EventStore:
         if self._writer_connection is None:
             connection = await self._pool.acquire()
             try:
-                async with connection.transaction():
-                    await connection.execute("SET LOCAL ROLE NONE")
+                async with _as_login_role(connection):
                     session = await connection.fetchrow(
                         _WRITER_SESSION_SQL, f"{round(self._head_lock_timeout * 1000)}ms"
                     )
@@ -946,8 +945,7 @@ class EventStore:
             if lost.session is None:
                 raise LookupError("the lost writer session's identity is unknown")
             async with self._pool.acquire() as connection:
-                async with connection.transaction():
-                    await connection.execute("SET LOCAL ROLE NONE")
+                async with _as_login_role(connection):
                     ended = await connection.fetchval(
                         _END_SESSION_SQL, *lost.session, END_SESSION_WAIT_MS
                     )
@@ -1526,6 +1524,15 @@ class _StatementLost(Exception):
         super().__init__(str(cause))
         self.cause = cause
         self.session = session
+
+
+@asynccontextmanager
+async def _as_login_role(connection: Connection) -> AsyncIterator[None]:
+    """A transaction run as the login role, which owns the pool's sessions: only it may read
+    their start time and end them (see _WRITER_SESSION_SQL)."""
+    async with connection.transaction():
+        await connection.execute("SET LOCAL ROLE NONE")
+        yield
 
 
 def _outcome_unknown(error: Exception, connection: PoolConnectionProxy[asyncpg.Record]) -> bool:

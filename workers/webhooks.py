@@ -81,6 +81,8 @@ POLL_INTERVAL: Final = 1.0
 STOP_GRACE: Final = 5.0
 """On stop, how long running attempts may finish before they are cancelled (their rows are
 then picked up again when their lease lapses)."""
+RETENTION_DAYS: Final = 30
+"""Days a finished delivery's row is kept by default (VALUELEDGER_WEBHOOK_RETENTION_DAYS)."""
 PRUNE_INTERVAL: Final = 3600.0
 """Seconds between prunings of finished deliveries past their retention."""
 PRUNE_BATCH: Final = 5000
@@ -162,7 +164,7 @@ class Webhooks:
         client: httpx.AsyncClient,
         sweep_grace: float = SWEEP_GRACE,
         request_timeout: float = REQUEST_TIMEOUT,
-        retention_days: int = 30,
+        retention_days: int = RETENTION_DAYS,
     ) -> None:
         self._store = store
         self._retention_days = retention_days
@@ -439,7 +441,7 @@ async def run_webhooks(
     sweep_interval: float = SWEEP_INTERVAL,
     sweep_grace: float = SWEEP_GRACE,
     request_timeout: float = REQUEST_TIMEOUT,
-    retention_days: int = 30,
+    retention_days: int = RETENTION_DAYS,
 ) -> None:
     """The webhook worker: the dispatcher and one arq worker per endpoint, in this loop, until
     `stop` is set."""
