@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,7 +31,6 @@ from eventstore.canonical import (
     decode_plain_canonical,
     encode_plain,
 )
-from eventstore.db import Connection
 from eventstore.receipts import (
     COVERED_MEMBERS,
     GENESIS_HASH,
@@ -45,6 +44,9 @@ from eventstore.receipts import (
     record_hash,
     signature_holds,
 )
+
+if TYPE_CHECKING:
+    from eventstore.db import Connection
 
 BUNDLE_FORMAT: Final = "valueledger-bundle/1"
 HEADER_MEMBERS: Final = frozenset({"format", "tenant", "exported_at", "keys"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -169,3 +171,27 @@ def test_serve_runs_on_uvloop_and_httptools_where_installed() -> None:
         assert type(loop).__module__.startswith("uvloop")
     finally:
         loop.close()
+
+
+def test_offline_verify_loads_neither_driver_nor_web_stack() -> None:
+    """An auditor's `verify --bundle` needs the verifier alone: loading the service's stack
+    made every run start seconds late. Run in a fresh interpreter, so that nothing this test
+    session imported counts."""
+    repository = Path(__file__).resolve().parent.parent
+    script = (
+        "import sys\n"
+        "from valueledger.cli import main\n"
+        "try:\n"
+        "    main(['verify', '--bundle', 'docs/examples/sample-bundle.jsonl',\n"
+        "          '--key', 'docs/examples/sample-signing-key.pub.pem'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = ('asyncpg', 'litestar', 'redis', 'httpx', 'uvicorn', 'jwt', 'projections')\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in heavy))\n"
+    )
+    ran = subprocess.run(  # noqa: S603 - our own interpreter, a fixed script
+        [sys.executable, "-c", script], cwd=repository, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "OK: 6 records of 1 tenant(s) verified" in ran.stdout
+    assert ran.stdout.strip().splitlines()[-1] == "[]"

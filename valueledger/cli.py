@@ -13,40 +13,25 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import asyncpg
 import click
-import httpx
 import msgspec
 
-from api.staff import create_first_admin
-from commands.personal_data import PersonalDataVault
-from eventstore.bundle import export_bundle, record_lines
-from eventstore.db import apply_schema, create_pool
 from eventstore.errors import EventStoreError
-from eventstore.keys import (
-    list_keys,
-    load_private_key,
-    rotate_key,
-    write_new_private_key,
-)
-from eventstore.receipts import key_id_of, load_public_key_pem
-from eventstore.verify import KeyRing, Report, pinned_keyring, verify_bundle, verify_database
-from projections.cache import ReadModelCache, connect_cache
-from projections.metrics import ProjectionStatus, projection_status
-from projections.projector import Projector
-from projections.registry import PROJECTORS
-from projections.runner import rebuild
-from valueledger.bootstrap import prepare_database
-from valueledger.demo import run_demo
-from valueledger.serve import ServeRole, event_loop_factory
-from valueledger.serve import serve as run_service
-from valueledger.servers import servers
-from valueledger.settings import Settings
-from workers.projectors import run_projectors, stop_on_signals
-from workers.webhook_format import load_endpoints
-from workers.webhooks import delivery_counts
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from eventstore.verify import Report
+    from projections.metrics import ProjectionStatus
+    from projections.projector import Projector
+    from valueledger.serve import ServeRole
+    from valueledger.settings import Settings
+
+# Each command imports what it uses when it runs: the auditor's offline `verify --bundle`
+# then loads the verifier alone, not the web framework, the database driver or Redis (a
+# start-up of seconds became a fraction of one).
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,25 +58,37 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except asyncpg.UndefinedTableError:
-            raise CommandError(
-                "this database holds no ledger schema; run `valueledger migrate` first"
-            ) from None
-        except (
-            EventStoreError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            OSError,
-            ValueError,
-            LookupError,
-        ) as error:
+        except Exception as error:
+            if _no_schema(error):
+                raise CommandError(
+                    "this database holds no ledger schema; run `valueledger migrate` first"
+                ) from None
+            if not isinstance(error, _operator_errors()):
+                raise
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise CommandError(message) from None
 
     return wrapper
 
 
+def _operator_errors() -> tuple[type[Exception], ...]:
+    """What an operator can meet: bad input, a missing file, an unreachable or refusing
+    database. The driver's errors count only once a command has loaded the driver."""
+    errors: tuple[type[Exception], ...] = (EventStoreError, OSError, ValueError, LookupError)
+    driver = sys.modules.get("asyncpg")
+    if driver is not None:
+        errors += (driver.PostgresError, driver.InterfaceError)
+    return errors
+
+
+def _no_schema(error: Exception) -> bool:
+    driver = sys.modules.get("asyncpg")
+    return driver is not None and isinstance(error, driver.UndefinedTableError)
+
+
 def _settings() -> Settings:
+    from valueledger.settings import Settings
+
     try:
         return Settings.from_env()
     except ValueError as error:
@@ -100,6 +97,8 @@ def _settings() -> Settings:
 
 @contextlib.contextmanager
 def _database(settings: Settings) -> Iterator[str]:
+    from valueledger.servers import servers
+
     with servers(settings, redis=False) as urls:
         yield urls.database_url
 
@@ -116,6 +115,8 @@ def _run(
 
 
 async def _owner_connection(database_url: str) -> asyncpg.Connection[asyncpg.Record]:
+    import asyncpg
+
     return await asyncpg.connect(database_url)
 
 
@@ -134,6 +135,8 @@ def main() -> None:
 @one_line_errors
 def migrate() -> None:
     """Apply schema.sql (idempotent) and register the signing key on first run."""
+    from valueledger.bootstrap import prepare_database
+
     settings = _settings()
     with _database(settings) as url:
         _run(prepare_database(settings, url))
@@ -149,6 +152,9 @@ def keys() -> None:
 @one_line_errors
 def keys_list() -> None:
     """Every key that ever signed: id, validity, and which one is current."""
+    from eventstore.db import apply_schema
+    from eventstore.keys import list_keys
+
     settings = _settings()
 
     async def show(url: str) -> None:
@@ -182,6 +188,9 @@ def keys_rotate(source: Path | None) -> None:
     Without --from, a new RSA-2048 key replaces the configured key file (mode 0600); the
     retired key's public half stays registered, so its receipts still verify.
     """
+    from eventstore.keys import load_private_key, rotate_key, write_new_private_key
+    from valueledger.bootstrap import prepare_database
+
     settings = _settings()
     target = settings.signing_key_path
     staged = target.with_name(target.name + ".next")
@@ -213,6 +222,8 @@ def keys_rotate(source: Path | None) -> None:
 @one_line_errors
 def export(tenant: str, from_seq: int, output: Path | None) -> None:
     """Write TENANT's ledger as a bundle (valueledger-bundle/1, JSON Lines)."""
+    from eventstore.bundle import export_bundle
+
     settings = _settings()
 
     async def write(url: str, out: IO[bytes]) -> int:
@@ -251,6 +262,9 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
     """
     if (tenant is None) == (projection is None):
         raise CommandError("give exactly one of --tenant (print events) or --projection (rebuild)")
+    from eventstore.bundle import record_lines
+    from valueledger.bootstrap import prepare_database
+
     settings = _settings()
     if projection is not None:
         with _database(settings) as url:
@@ -275,6 +289,8 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
 
 
 def _chosen_projectors(name: str) -> list[Projector]:
+    from projections.registry import PROJECTORS
+
     known = {projector.name: projector for projector in PROJECTORS}
     if name == "all":
         return list(known.values())
@@ -284,6 +300,8 @@ def _chosen_projectors(name: str) -> list[Projector]:
 
 
 async def _rebuild(url: str, name: str) -> list[tuple[str, str]]:
+    from projections.runner import rebuild
+
     chosen = _chosen_projectors(name)
     connection = await _owner_connection(url)
     try:
@@ -303,6 +321,13 @@ async def _rebuild(url: str, name: str) -> list[tuple[str, str]]:
 @one_line_errors
 def run_projectors_command(names: tuple[str, ...]) -> None:
     """Run the projectors until SIGTERM or SIGINT; checkpoints are saved with every batch."""
+    from eventstore.db import create_pool
+    from projections.cache import ReadModelCache, connect_cache
+    from projections.registry import PROJECTORS
+    from valueledger.bootstrap import prepare_database
+    from valueledger.servers import servers
+    from workers.projectors import run_projectors, stop_on_signals
+
     settings = _settings()
     chosen = [p for name in names for p in _chosen_projectors(name)] or list(PROJECTORS)
 
@@ -333,6 +358,11 @@ def projections() -> None:
 @one_line_errors
 def projections_status(as_json: bool) -> None:
     """Each projector's checkpoint and how far it is behind the ledger (events and seconds)."""
+    from eventstore.db import create_pool
+    from projections.metrics import projection_status
+    from projections.registry import PROJECTORS
+    from valueledger.bootstrap import prepare_database
+
     settings = _settings()
 
     async def read(url: str) -> list[ProjectionStatus]:
@@ -361,6 +391,11 @@ def projections_status(as_json: bool) -> None:
 @one_line_errors
 def webhooks() -> None:
     """Each webhook endpoint's deliveries: how many are pending, delivered and failed."""
+    from eventstore.db import create_pool
+    from valueledger.bootstrap import prepare_database
+    from workers.webhook_format import load_endpoints
+    from workers.webhooks import delivery_counts
+
     settings = _settings()
     configured = (
         [endpoint.id for endpoint in load_endpoints(settings.webhooks)]
@@ -461,6 +496,8 @@ def verify(
 
     Exit 0 only when everything holds; 1 naming the first failing tenant, seq and reason.
     """
+    from eventstore.verify import KeyRing, pinned_keyring, verify_bundle
+
     ring = pinned_keyring(path.read_bytes() for path in key_files) if key_files else KeyRing()
     if bundle is not None:
         if tenants:
@@ -471,6 +508,8 @@ def verify(
         return
     if from_seq != 1:
         raise CommandError("--from-seq applies to a bundle; the database holds whole chains")
+    from eventstore.verify import verify_database
+
     settings = _settings()
 
     async def check(url: str) -> Report:
@@ -502,6 +541,10 @@ def forget(subject: str, tenant: str | None, reason: str) -> None:
     Their sealed fields read as erased from then on; the ledger's bytes, hashes and signatures
     are untouched, so every chain still verifies. It cannot be undone.
     """
+    from commands.personal_data import PersonalDataVault
+    from eventstore.db import create_pool
+    from valueledger.bootstrap import prepare_database
+
     settings = _settings()
 
     async def erase(url: str) -> int:
@@ -535,6 +578,12 @@ def forget(subject: str, tenant: str | None, reason: str) -> None:
 def serve(host: str, port: int, role: ServeRole) -> None:
     """Run the service: the HTTP API, the projectors and the webhook worker, until SIGINT or
     SIGTERM."""
+    from api.staff import create_first_admin
+    from valueledger.bootstrap import prepare_database
+    from valueledger.serve import event_loop_factory
+    from valueledger.serve import serve as run_service
+    from valueledger.servers import servers
+
     settings = _settings()
     with servers(settings) as urls:
         _run(prepare_database(settings, urls.database_url))
@@ -564,6 +613,10 @@ def serve(host: str, port: int, role: ServeRole) -> None:
 def demo(url: str, bundle: Path | None) -> None:
     """Drive a whole onboarding through the API of a running `valueledger serve` (same
     configuration), then export the customer's ledger and verify it offline."""
+    import httpx
+
+    from valueledger.demo import run_demo
+
     settings = _settings()
     with _database(settings) as database_url:
         try:
@@ -580,6 +633,9 @@ def demo(url: str, bundle: Path | None) -> None:
 @one_line_errors
 def key_id(public_key: Path) -> None:
     """Print the key id of a PEM public (or private) key, to compare with a bundle's."""
+    from eventstore.keys import load_private_key
+    from eventstore.receipts import key_id_of, load_public_key_pem
+
     data = public_key.read_bytes()
     if b"PRIVATE KEY" in data:
         click.echo(key_id_of(load_private_key(public_key).public_key()))
