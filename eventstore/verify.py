@@ -14,12 +14,18 @@ have held duplicate members or anything else a lenient parser would have smoothe
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -41,6 +47,7 @@ from eventstore.receipts import (
     key_id_of,
     load_public_key_pem,
     parse_timestamp,
+    public_key_pem,
     record_hash,
     signature_holds,
 )
@@ -56,6 +63,11 @@ MAX_LINE_BYTES: Final = 256 * 1024
 """Longer than any record the store accepts (64 KiB) plus its proof; longer lines are refused
 unread, so a hostile bundle cannot make the verifier hold an absurd line in memory."""
 MAX_HEADER_BYTES: Final = 4 * 1024 * 1024
+BATCH_LINES: Final = 500
+"""Record lines a worker process checks at a time (fewer when they pass BATCH_BYTES). The
+hand-off (the lines pickled over, a small outcome back) is then cheap beside the checks, and
+memory stays flat: at most two batches per worker are in flight."""
+BATCH_BYTES: Final = 1024 * 1024
 
 Trust = Literal["pinned", "bundle", "database"]
 
@@ -181,32 +193,8 @@ class ChainVerifier:
         check_shape); `canonical` is the JCS form of its covered members; `recorded_at`, if
         given, is its recorded_at already parsed."""
         seq: int = record["seq"]
-        if record["tenant"] != self.tenant:
-            self.fail("wrong tenant", f"record belongs to {record['tenant']!r}", seq, line)
-        if self.last_hash is None and seq == self.expected_seq:
-            self.last_hash = record["prev_hash"]
-        if seq > self.expected_seq:
-            self.fail(
-                "missing seq",
-                f"seq {self.expected_seq} is missing (the next record is seq {seq})",
-                self.expected_seq,
-                line,
-            )
-        if seq < self.expected_seq:
-            self.fail(
-                "repeated seq",
-                f"seq {seq} again or out of order (expected {self.expected_seq})",
-                seq,
-                line,
-            )
-        if record["prev_hash"] != self.last_hash:
-            self.fail(
-                "broken link",
-                f"prev_hash {record['prev_hash']} is not the previous record's hash "
-                f"{self.last_hash}",
-                seq,
-                line,
-            )
+        self.check_tenant(record, line)
+        self.check_position(seq, record["prev_hash"], line)
         digest = record_hash(canonical)
         if digest != record["hash"]:
             self.fail(
@@ -234,6 +222,38 @@ class ChainVerifier:
         self.expected_seq = seq + 1
         self.last_hash = digest
         self.count += 1
+
+    def check_tenant(self, record: dict[str, Any], line: int | None) -> None:
+        if record["tenant"] != self.tenant:
+            self.fail(
+                "wrong tenant", f"record belongs to {record['tenant']!r}", record["seq"], line
+            )
+
+    def check_position(self, seq: int, prev_hash: str, line: int | None) -> None:
+        """The record is the next one of the chain: its seq follows, its prev_hash links."""
+        if self.last_hash is None and seq == self.expected_seq:
+            self.last_hash = prev_hash
+        if seq > self.expected_seq:
+            self.fail(
+                "missing seq",
+                f"seq {self.expected_seq} is missing (the next record is seq {seq})",
+                self.expected_seq,
+                line,
+            )
+        if seq < self.expected_seq:
+            self.fail(
+                "repeated seq",
+                f"seq {seq} again or out of order (expected {self.expected_seq})",
+                seq,
+                line,
+            )
+        if prev_hash != self.last_hash:
+            self.fail(
+                "broken link",
+                f"prev_hash {prev_hash} is not the previous record's hash {self.last_hash}",
+                seq,
+                line,
+            )
 
 
 def _is_int(value: object) -> bool:
@@ -438,11 +458,20 @@ def _header_keyring(header: dict[str, Any], ring: KeyRing) -> list[str]:
 
 
 def verify_bundle(
-    stream: IO[bytes], ring: KeyRing, progress: Any = None, first_seq: int = 1
+    stream: IO[bytes],
+    ring: KeyRing,
+    progress: Any = None,
+    first_seq: int = 1,
+    *,
+    jobs: int = 1,
+    batch_lines: int = BATCH_LINES,
 ) -> Report:
     """Verify a bundle read from `stream`, which must start at `first_seq` (1: the whole
-    chain). `progress`, if given, is called with the number of bytes consumed per record.
-    `ring` is not changed: the header's keys go into a copy."""
+    chain). `progress`, if given, is called with the number of bytes consumed as records are
+    checked. `ring` is not changed: the header's keys go into a copy.
+
+    With `jobs` > 1, records are checked by that many worker processes, `batch_lines` at a
+    time (see _check_in_batches); the report is the one a single process gives."""
     ring = KeyRing(dict(ring.keys), ring.pinned)
     tenant: str | None = None
     listed: list[str] = []
@@ -472,11 +501,15 @@ def verify_bundle(
             ) from None
         assert tenant is not None  # noqa: S101 - set above or we raised
         verifier = ChainVerifier(tenant, ring, first_seq=first_seq)
-        for number, raw in _read_lines(stream, MAX_LINE_BYTES, 1):
-            record, canonical, recorded_at = _parse_line(raw, tenant, number)
-            verifier.check(record, canonical, number, recorded_at=recorded_at)
-            if progress is not None:
-                progress(len(raw) + 1)
+        lines = _read_lines(stream, MAX_LINE_BYTES, 1)
+        if jobs > 1:
+            _check_in_batches(lines, verifier, jobs, batch_lines, progress)
+        else:
+            for number, raw in lines:
+                record, canonical, recorded_at = _parse_line(raw, tenant, number)
+                verifier.check(record, canonical, number, recorded_at=recorded_at)
+                if progress is not None:
+                    progress(len(raw) + 1)
     except VerificationFailed as failed:
         return Report(
             ok=False,
@@ -493,6 +526,199 @@ def verify_bundle(
         trust=ring.trust,
         key_ids=listed,
     )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------ checking in worker processes
+#
+# The chain is a sequence, but its costly checks are not: a record's hash and signature depend
+# on that record alone, and its link only on the hash its predecessor claims. So a worker
+# checks a batch of consecutive lines as a chain of its own, anchored on its first record, and
+# answers with that record's seq and prev_hash, the last record's seq and hash, and the first
+# failure it met. The main process reads the lines and, batch by batch in order, checks that
+# each anchor follows the batch before (seq and link), exactly as ChainVerifier would have.
+# The first failure reported is the one a single process reports: an anchor's seq or link is
+# checked before anything else of the batch (as check() checks them before the record's hash),
+# and a batch's own failure counts only once every batch before it has passed.
+
+
+class _Lines(NamedTuple):
+    number: int  # the line number of the first line
+    raws: list[bytes]
+    size: int  # bytes consumed, newlines included
+
+
+class _Outcome(NamedTuple):
+    passed: int  # records that held, in order
+    anchor: tuple[int, str, int] | None  # first record's seq, prev_hash, line (tenant checked)
+    end: tuple[int, str] | None  # last record's seq and hash, when every record held
+    failure: Failure | None
+
+
+_RingSpec = tuple[
+    tuple[tuple[str, str, datetime | None, datetime | None], ...], frozenset[str] | None
+]
+
+
+def _ring_spec(ring: KeyRing) -> _RingSpec:
+    keys = tuple(
+        (key_id, public_key_pem(key.public_key), key.valid_from, key.valid_until)
+        for key_id, key in ring.keys.items()
+    )
+    return keys, ring.pinned
+
+
+@functools.lru_cache(maxsize=4)
+def _ring_of(spec: _RingSpec) -> KeyRing:
+    """The ring in a worker process, loaded once per verification (the spec is its key)."""
+    keys, pinned = spec
+    loaded = {
+        key_id: TrustedKey(load_public_key_pem(pem), valid_from, valid_until)
+        for key_id, pem, valid_from, valid_until in keys
+    }
+    return KeyRing(loaded, pinned)
+
+
+def _check_batch(tenant: str, ring: KeyRing, lines: _Lines) -> _Outcome:
+    verifier: ChainVerifier | None = None
+    anchor: tuple[int, str, int] | None = None
+    try:
+        for line, raw in enumerate(lines.raws, lines.number):
+            record, canonical, recorded_at = _parse_line(raw, tenant, line)
+            if verifier is None:
+                verifier = ChainVerifier(tenant, ring, first_seq=record["seq"])
+                verifier.check_tenant(record, line)
+                verifier.last_hash = record["prev_hash"]
+                anchor = (record["seq"], record["prev_hash"], line)
+            verifier.check(record, canonical, line, recorded_at=recorded_at)
+    except VerificationFailed as failed:
+        return _Outcome(verifier.count if verifier else 0, anchor, None, failed.failure)
+    assert verifier is not None  # noqa: S101 - a batch has lines
+    assert verifier.last_hash is not None  # noqa: S101 - set by its first record
+    return _Outcome(verifier.count, anchor, (verifier.expected_seq - 1, verifier.last_hash), None)
+
+
+def _check_batch_in_worker(tenant: str, spec: _RingSpec, lines: _Lines) -> _Outcome:
+    return _check_batch(tenant, _ring_of(spec), lines)
+
+
+def _read_batches(
+    lines: Iterator[tuple[int, bytes]], batch_lines: int
+) -> Iterator[_Lines | VerificationFailed]:
+    """The lines in batches; a line that cannot be read (too long) ends them, as a failure
+    yielded after the lines before it, which are checked first."""
+    raws: list[bytes] = []
+    number = size = 0
+    try:
+        for line, raw in lines:
+            if not raws:
+                number = line
+            raws.append(raw)
+            size += len(raw) + 1
+            if len(raws) >= batch_lines or size >= BATCH_BYTES:
+                yield _Lines(number, raws, size)
+                raws, size = [], 0
+    except VerificationFailed as failed:
+        if raws:
+            yield _Lines(number, raws, size)
+        yield failed
+        return
+    if raws:
+        yield _Lines(number, raws, size)
+
+
+def _merge(verifier: ChainVerifier, outcome: _Outcome, size: int, progress: Any) -> None:
+    """Join a batch's outcome to the chain checked so far, or raise its first failure."""
+    if outcome.anchor is not None:
+        seq, prev_hash, line = outcome.anchor
+        verifier.check_position(seq, prev_hash, line)
+    verifier.count += outcome.passed
+    if outcome.failure is not None:
+        raise VerificationFailed(outcome.failure)
+    assert outcome.end is not None  # noqa: S101 - an outcome without failure has its end
+    verifier.expected_seq, verifier.last_hash = outcome.end[0] + 1, outcome.end[1]
+    if progress is not None:
+        progress(size)
+
+
+_pools: dict[int, ProcessPoolExecutor] = {}
+
+
+def _worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` worker processes, started once and kept for this process's next verification
+    (starting them costs more than checking a small bundle). They are forked from a server
+    that has loaded this module (a fresh interpreter each where there is no forkserver), never
+    from the caller, whose threads may hold locks."""
+    pool = _pools.get(jobs)
+    if pool is not None:
+        return pool
+    context: multiprocessing.context.BaseContext
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload([__name__])
+        context = forkserver
+    else:
+        context = multiprocessing.get_context("spawn")
+    pool = _pools[jobs] = ProcessPoolExecutor(jobs, mp_context=context)
+    return pool
+
+
+def _check_in_batches(
+    lines: Iterator[tuple[int, bytes]],
+    verifier: ChainVerifier,
+    jobs: int,
+    batch_lines: int,
+    progress: Any,
+) -> None:
+    """Check the record lines in `jobs` worker processes, merging their outcomes in order.
+    A bundle of one batch is checked here: no process is started for it."""
+    tenant, spec = verifier.tenant, _ring_spec(verifier.ring)
+    pool: ProcessPoolExecutor | None = None
+    held: _Lines | None = None
+    window: deque[tuple[Future[_Outcome], int]] = deque()
+    unreadable: VerificationFailed | None = None
+    try:
+        for batch in _read_batches(lines, batch_lines):
+            if isinstance(batch, VerificationFailed):
+                unreadable = batch
+                break
+            if pool is None and held is None:
+                held = batch
+                continue
+            if pool is None:
+                assert held is not None  # noqa: S101 - the first batch is held until a second
+                pool = _worker_pool(jobs)
+                window.append((pool.submit(_check_batch_in_worker, tenant, spec, held), held.size))
+                held = None
+            window.append((pool.submit(_check_batch_in_worker, tenant, spec, batch), batch.size))
+            while len(window) > 2 * jobs:
+                job, size = window.popleft()
+                _merge(verifier, job.result(), size, progress)
+        if held is not None:
+            _merge(verifier, _check_batch(tenant, verifier.ring, held), held.size, progress)
+        while window:
+            job, size = window.popleft()
+            _merge(verifier, job.result(), size, progress)
+        if unreadable is not None:
+            raise unreadable
+    except BrokenProcessPool:
+        broken = _pools.pop(jobs, None)
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
+        raise ChildProcessError(
+            "a verification worker process stopped unexpectedly (out of memory?); "
+            "verify again, or with --jobs 1"
+        ) from None
+    finally:
+        for job, _ in window:  # after a failure: batches past it are not needed
+            job.cancel()
 
 
 async def verify_database(

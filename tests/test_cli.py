@@ -17,6 +17,8 @@ from tests.conftest import FreshDatabases, invoke
 from valueledger.cli import main
 from valueledger.serve import event_loop_factory, http_parser
 
+SAMPLE_BUNDLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "sample-bundle.jsonl"
+
 
 async def _small_ledger(store: EventStore, tenant: str, meta: Metadata) -> None:
     for n in range(3):
@@ -84,6 +86,8 @@ async def test_verify_failure_exits_one_naming_tenant_and_seq(
         (["export", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
         (["export", "--tenant", "x", "--from-seq", "0"], "0 is not in the range x>=1"),
         (["verify", "--key", "/nonexistent.pem"], "does not exist"),
+        (["verify", "--jobs", "2"], "--jobs applies to a bundle"),
+        (["verify", "--bundle", str(SAMPLE_BUNDLE), "--jobs", "0"], "0 is not in"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_two(

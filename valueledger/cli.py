@@ -483,6 +483,11 @@ def _print_report(report: Report, as_json: bool) -> None:
     show_default=True,
     help="Bundle mode: the bundle is a partial export starting at this seq.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Bundle mode: processes checking records (default: one per CPU; 1: this one alone).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @one_line_errors
 def verify(
@@ -490,24 +495,29 @@ def verify(
     tenants: tuple[str, ...],
     key_files: tuple[Path, ...],
     from_seq: int,
+    jobs: int | None,
     as_json: bool,
 ) -> None:
     """Recompute every hash, link, seq and signature of a bundle or of the database.
 
     Exit 0 only when everything holds; 1 naming the first failing tenant, seq and reason.
     """
-    from eventstore.verify import KeyRing, pinned_keyring, verify_bundle
+    from eventstore.verify import KeyRing, pinned_keyring, usable_cpus, verify_bundle
 
     ring = pinned_keyring(path.read_bytes() for path in key_files) if key_files else KeyRing()
     if bundle is not None:
         if tenants:
             raise CommandError("--tenant applies to the database; a bundle has one tenant")
         with bundle.open("rb") as stream, _progress(bundle.stat().st_size, "verifying") as tick:
-            report = verify_bundle(stream, ring, progress=tick, first_seq=from_seq)
+            report = verify_bundle(
+                stream, ring, progress=tick, first_seq=from_seq, jobs=jobs or usable_cpus()
+            )
         _print_report(report, as_json)
         return
     if from_seq != 1:
         raise CommandError("--from-seq applies to a bundle; the database holds whole chains")
+    if jobs is not None:
+        raise CommandError("--jobs applies to a bundle; the database is read by one connection")
     from eventstore.verify import verify_database
 
     settings = _settings()
