@@ -19,12 +19,14 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import msgspec
@@ -653,21 +655,46 @@ _pools: dict[int, ProcessPoolExecutor] = {}
 
 def _worker_pool(jobs: int) -> ProcessPoolExecutor:
     """`jobs` worker processes, started once and kept for this process's next verification
-    (starting them costs more than checking a small bundle). They are forked from a server
-    that has loaded this module (a fresh interpreter each where there is no forkserver), never
-    from the caller, whose threads may hold locks."""
+    (starting them costs more than checking a small bundle).
+
+    A process running one thread (the command line) forks them, which takes milliseconds:
+    nothing can hold a lock the children would inherit. Any other is never forked from:
+    its workers come from a fork server that has loaded this module (a fresh interpreter
+    each where there is none), which costs about half a second here."""
     pool = _pools.get(jobs)
     if pool is not None:
         return pool
+    methods = multiprocessing.get_all_start_methods()
     context: multiprocessing.context.BaseContext
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    if "fork" in methods and _one_thread():
+        context = multiprocessing.get_context("fork")
+    elif "forkserver" in methods:
         forkserver = multiprocessing.get_context("forkserver")
         forkserver.set_forkserver_preload([__name__])
         context = forkserver
     else:
         context = multiprocessing.get_context("spawn")
-    pool = _pools[jobs] = ProcessPoolExecutor(jobs, mp_context=context)
+    pool = _pools[jobs] = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_leave_interrupts_to_the_caller
+    )
     return pool
+
+
+def _leave_interrupts_to_the_caller() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the verifying process stops the
+    verification, and its workers, rather than each printing a traceback, finish their batch
+    and exit with the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _one_thread() -> bool:
+    """This process runs a single thread, by the kernel's count (which also sees threads that
+    native libraries started); False where that count cannot be read."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    return "\nThreads:\t1\n" in status
 
 
 def _check_in_batches(

@@ -12,6 +12,9 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -218,3 +221,36 @@ def test_a_worker_killed_midway_is_one_clear_error_and_the_next_run_recovers() -
     report = verify_bundle(io.BytesIO(raw), KeyRing(), jobs=2, batch_lines=1)
     assert report.ok, report.failure  # ...and a new one serves the next verification
     assert report.records == RECORDS
+
+
+def test_workers_are_forked_only_from_a_process_of_one_thread() -> None:
+    """Forking copies every lock another thread might hold at that instant: a process with
+    other threads gets its workers from a fork server instead."""
+    raw = _bundle(LINES)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        for pool in list(_pools.values()):
+            pool.shutdown()
+        _pools.clear()
+        assert verify_bundle(io.BytesIO(raw), KeyRing(), jobs=2, batch_lines=4).ok
+        context = _pools[2]._mp_context
+        assert context is not None
+        assert context.get_start_method() == "forkserver"
+    finally:
+        release.set()
+        other.join()
+    # A fresh interpreter running one thread, as the command line does, forks its workers.
+    script = (
+        "import io, sys\n"
+        "from eventstore.verify import KeyRing, _pools, verify_bundle\n"
+        "report = verify_bundle(io.BytesIO(sys.stdin.buffer.read()), KeyRing(), jobs=2,\n"
+        "                       batch_lines=4)\n"
+        "print(report.ok, report.records, _pools[2]._mp_context.get_start_method())\n"
+    )
+    ran = subprocess.run(  # noqa: S603 - our own interpreter, a fixed script
+        [sys.executable, "-c", script], input=raw, capture_output=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.decode().split() == ["True", str(RECORDS), "fork"]
