@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -199,3 +202,42 @@ def test_offline_verify_loads_neither_driver_nor_web_stack() -> None:
     assert ran.returncode == 0, ran.stderr
     assert "OK: 6 records of 1 tenant(s) verified" in ran.stdout
     assert ran.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_interrupted_verification_exits_130_not_as_a_verdict(tmp_path: Path) -> None:
+    """Ctrl-C while verify waits for its bundle (a named pipe nobody writes yet): exit 130 and
+    one line, never 1, which means "the ledger is wrong"."""
+    fifo = tmp_path / "bundle.jsonl"
+    os.mkfifo(fifo)
+    verifier = subprocess.Popen(  # noqa: S603 - our own command line
+        [
+            sys.executable,
+            "-c",
+            "from valueledger.cli import main; main()",
+            "verify",
+            "--bundle",
+            str(fifo),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        while writer is None:  # succeeds once the verifier has opened the pipe to read
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert verifier.poll() is None, verifier.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        time.sleep(0.2)  # now blocked reading the header
+        verifier.send_signal(signal.SIGINT)
+        out, err = verifier.communicate(timeout=30)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        verifier.kill()
+    assert verifier.returncode == 130, (out, err)
+    assert err == "valueledger: interrupted\n"

@@ -38,6 +38,7 @@ R = TypeVar("R")
 
 EXIT_LEDGER_WRONG = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it: never mistaken for a verdict
 
 
 class CommandError(click.ClickException):
@@ -58,6 +59,10 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:
+            # click would say "Aborted!" and exit 1, which reads as "the ledger is wrong".
+            click.echo("valueledger: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except Exception as error:
             if _no_schema(error):
                 raise CommandError(
