@@ -14,12 +14,15 @@ have held duplicate members or anything else a lenient parser would have smoothe
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import multiprocessing
 import os
 import re
 import signal
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -361,8 +364,34 @@ def _refuse_constant(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")
 
 
+MAX_NESTING: Final = 100
+"""Arrays and objects nested deeper than this are refused before parsing. A record's data and
+meta nest at most MAX_DEPTH levels, far below this; and the parser's own limit, the
+interpreter's recursion limit, counts the frames of whoever calls it, so without this bound a
+line's verdict would depend on the process or the call that parses it."""
+
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET: Final = re.compile(rb"[\[\]{}]")
+
+
+def _nested_too_deeply(raw: bytes) -> bool:
+    """More than MAX_NESTING arrays and objects open at once, strings aside (text that is not
+    JSON is judged the same way: the parser refuses it anyway)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
 def parse_strict(raw: bytes) -> Any:
-    """Parse one JSON document refusing duplicate members, floats, NaN and Infinity."""
+    """Parse one JSON document refusing duplicate members, floats, NaN, Infinity and nesting
+    deeper than MAX_NESTING."""
+    if _nested_too_deeply(raw):
+        raise ValueError("nested too deeply")
     return json.loads(
         raw,
         object_pairs_hook=_strict_pairs,
@@ -651,6 +680,7 @@ def _merge(verifier: ChainVerifier, outcome: _Outcome, size: int, progress: Any)
 
 
 _pools: dict[int, ProcessPoolExecutor] = {}
+_pools_lock: Final = threading.Lock()
 
 
 def _worker_pool(jobs: int) -> ProcessPoolExecutor:
@@ -661,30 +691,70 @@ def _worker_pool(jobs: int) -> ProcessPoolExecutor:
     nothing can hold a lock the children would inherit. Any other is never forked from:
     its workers come from a fork server that has loaded this module (a fresh interpreter
     each where there is none), which costs about half a second here."""
-    pool = _pools.get(jobs)
-    if pool is not None:
+    with _pools_lock:
+        pool = _pools.get(jobs)
+        if pool is None:
+            pool = _pools[jobs] = _start_pool(jobs)
         return pool
+
+
+def _start_pool(jobs: int) -> ProcessPoolExecutor:
+    """Start the workers now (an empty task makes every one of them start and answer), so
+    that a failure to start them (no memory, no process slots) is one clear error here and
+    leaves no worker behind to wait for work forever."""
     methods = multiprocessing.get_all_start_methods()
     context: multiprocessing.context.BaseContext
+    parent: int | None = None
     if "fork" in methods and _one_thread():
         context = multiprocessing.get_context("fork")
+        parent = os.getpid()
     elif "forkserver" in methods:
         forkserver = multiprocessing.get_context("forkserver")
         forkserver.set_forkserver_preload([__name__])
         context = forkserver
     else:
         context = multiprocessing.get_context("spawn")
-    pool = _pools[jobs] = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_leave_interrupts_to_the_caller
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(parent,)
     )
+    try:
+        for started in [pool.submit(int) for _ in range(jobs)]:
+            started.result()
+    except (OSError, BrokenProcessPool) as error:
+        # The executor keeps its processes to itself; a half-started pool is ended here.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise ChildProcessError(
+            f"could not start {jobs} verification worker processes ({error}); "
+            "verify with fewer --jobs, or --jobs 1"
+        ) from None
     return pool
 
 
-def _leave_interrupts_to_the_caller() -> None:
+_PR_SET_PDEATHSIG: Final = 1  # prctl(2)
+
+
+def _start_worker(parent: int | None) -> None:
     """Ctrl-C reaches every process of the terminal's group: the verifying process stops the
     verification, and its workers, rather than each printing a traceback, finish their batch
-    and exit with the pool."""
+    and exit with the pool.
+
+    A worker waits for work reading a pipe whose writing end it also holds, so it would not
+    notice its parent dying without a word (kill -9, out of memory) and would wait forever,
+    holding the verifier's files and output open. On Linux the kernel is asked to end it
+    with SIGTERM when its parent goes (`parent`, where known, closes the race of a parent
+    gone before the request)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid() if parent is None else parent
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _one_thread() -> bool:
@@ -736,7 +806,8 @@ def _check_in_batches(
         if unreadable is not None:
             raise unreadable
     except BrokenProcessPool:
-        broken = _pools.pop(jobs, None)
+        with _pools_lock:
+            broken = _pools.pop(jobs, None)
         if broken is not None:
             broken.shutdown(wait=False, cancel_futures=True)
         raise ChildProcessError(

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +30,7 @@ from eventstore.canonical import canonical_json
 from eventstore.verify import (
     BATCH_LINES,
     BUNDLE_FORMAT,
+    MAX_NESTING,
     KeyRing,
     Report,
     _pools,
@@ -254,3 +257,91 @@ def test_workers_are_forked_only_from_a_process_of_one_thread() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.decode().split() == ["True", str(RECORDS), "fork"]
+
+
+def _nested(levels: int) -> bytes:
+    """Record line 6 with its data nested `levels` arrays deep (the line: one level more)."""
+    return LINES[5].replace(
+        b'"data":{"n":5,"value":"5.25"}', b'"data":' + b"[" * levels + b"]" * levels
+    )
+
+
+@pytest.mark.parametrize(
+    ("levels", "reason"),
+    [
+        (40, "invalid value"),
+        (99, "invalid value"),
+        (100, "malformed line"),
+        (-40, "malformed line"),  # 40 levels short of the parser's limit, where it is called
+        (5000, "malformed line"),
+    ],
+)
+def test_a_deeply_nested_line_gets_one_verdict_wherever_it_is_parsed(
+    levels: int, reason: str
+) -> None:
+    """The parser's own depth limit counts its caller's frames: a worker, the command line and a
+    deep call stack would each judge a line nested near it differently. Nesting beyond
+    MAX_NESTING is refused before parsing, the same everywhere."""
+    if levels < 0:
+        levels += sys.getrecursionlimit() - len(traceback.extract_stack())
+    lines = list(LINES)
+    lines[5] = _nested(levels)
+    assert lines[5] != LINES[5]
+    raw = _bundle(lines)
+    shallow = _both(raw, KeyRing(), batch_lines=2)
+
+    def from_deep_in_the_stack(frames: int) -> Report:
+        if frames:
+            return from_deep_in_the_stack(frames - 1)
+        return verify_bundle(io.BytesIO(raw), KeyRing())
+
+    spare = sys.getrecursionlimit() - len(traceback.extract_stack()) - MAX_NESTING - 60
+    assert from_deep_in_the_stack(spare) == shallow
+    assert shallow.failure is not None
+    assert (shallow.failure.reason, shallow.failure.line, shallow.records) == (reason, 7, 5)
+
+
+def test_workers_end_when_their_verifier_is_killed() -> None:
+    """kill -9 (or the out-of-memory killer) gives the verifier no chance to stop its workers:
+    they must not wait for work forever, holding its files and output open."""
+    script = (
+        "import io, sys, time\n"
+        "from eventstore.verify import KeyRing, _pools, verify_bundle\n"
+        "raw = sys.stdin.buffer.read()\n"
+        "assert verify_bundle(io.BytesIO(raw), KeyRing(), jobs=2, batch_lines=4).ok\n"
+        "print(*_pools[2]._processes, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    verifier = subprocess.Popen(  # noqa: S603 - our own interpreter, a fixed script
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert verifier.stdin is not None
+        assert verifier.stdout is not None
+        verifier.stdin.write(_bundle(LINES))
+        verifier.stdin.close()
+        workers = [int(pid) for pid in verifier.stdout.readline().split()]
+        assert len(workers) == 2
+        assert all(_running(pid) for pid in workers)
+        verifier.kill()
+        verifier.wait()
+        deadline = time.monotonic() + 20
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers outlived their verifier"
+            time.sleep(0.05)
+    finally:
+        verifier.kill()
+        verifier.wait()
+        if verifier.stdout is not None:
+            verifier.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped by whoever adopted it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

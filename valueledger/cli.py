@@ -491,7 +491,8 @@ def _print_report(report: Report, as_json: bool) -> None:
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
-    help="Bundle mode: processes checking records (default: one per CPU; 1: this one alone).",
+    help="Bundle mode: processes checking records (default and most: one per CPU; 1: this"
+    " one alone).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @one_line_errors
@@ -511,11 +512,12 @@ def verify(
 
     ring = pinned_keyring(path.read_bytes() for path in key_files) if key_files else KeyRing()
     if bundle is not None:
+        cpus = usable_cpus()  # more workers than CPUs would only hold more lines in memory
         if tenants:
             raise CommandError("--tenant applies to the database; a bundle has one tenant")
         with bundle.open("rb") as stream, _progress(bundle.stat().st_size, "verifying") as tick:
             report = verify_bundle(
-                stream, ring, progress=tick, first_seq=from_seq, jobs=jobs or usable_cpus()
+                stream, ring, progress=tick, first_seq=from_seq, jobs=min(jobs or cpus, cpus)
             )
         _print_report(report, as_json)
         return
