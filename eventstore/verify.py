@@ -693,6 +693,11 @@ def _worker_pool(jobs: int) -> ProcessPoolExecutor:
     each where there is none), which costs about half a second here."""
     with _pools_lock:
         pool = _pools.get(jobs)
+        # A worker that died while the pool sat idle (killed, out of memory) broke it: the
+        # executor says so once it has noticed, and a new pool serves this verification.
+        if pool is not None and getattr(pool, "_broken", False):
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
         if pool is None:
             pool = _pools[jobs] = _start_pool(jobs)
         return pool

@@ -345,3 +345,19 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_pool_broken_while_idle_is_replaced() -> None:
+    raw = _bundle(LINES)
+    assert verify_bundle(io.BytesIO(raw), KeyRing(), jobs=2, batch_lines=4).ok
+    pool = _pools[2]
+    for worker in list(pool._processes.values()):  # the executor's record of its workers
+        if worker.pid is not None:
+            os.kill(worker.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not pool._broken:  # set once the executor notices
+        assert time.monotonic() < deadline, "the executor never noticed its dead workers"
+        time.sleep(0.02)
+    report = verify_bundle(io.BytesIO(raw), KeyRing(), jobs=2, batch_lines=4)
+    assert report.ok, report.failure
+    assert _pools[2] is not pool
