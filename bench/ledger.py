@@ -461,8 +461,8 @@ def _tree_rss_kib(pid: int) -> int:
 
 def run_child(command: list[str], env: dict[str, str], timeout: float) -> ChildRun:
     """Run `command`, timing it. Its peak RSS is that of the child and all its processes
-    together (a verifier's workers are the children of a fork server it started), sampled
-    every 0.1 s, or the child's own from wait4 if that is larger."""
+    together (a verifier's workers are its children, or a fork server's where it could not
+    fork), sampled every 0.1 s, or the child's own from wait4 if that is larger."""
     with tempfile.TemporaryFile() as output:
         start = time.perf_counter()
         child = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
