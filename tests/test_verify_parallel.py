@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eventstore.canonical import canonical_json
@@ -127,6 +127,7 @@ def _both(raw: bytes, ring: KeyRing, batch_lines: int, first_seq: int = 1) -> Re
 
 
 @settings(max_examples=40, deadline=None, database=None)
+@example(kind="deleted", at=RECORDS - 1, other=0, batch_lines=1, pinned=False)
 @given(
     kind=st.sampled_from(TAMPERINGS),
     at=st.integers(0, RECORDS - 1),
@@ -142,6 +143,11 @@ def test_workers_report_what_one_process_reports(
     if kind == "none" or (kind == "swapped" and at == other):  # nothing changed
         assert report.ok, report.failure
         assert report.records == RECORDS
+    elif kind == "deleted" and at == RECORDS - 1:
+        # A bundle cut short is a shorter prefix of the chain (tests/test_tampering.py shows
+        # it): only the ledger's head, in database mode, tells it from a whole one.
+        assert report.ok, report.failure
+        assert report.records == RECORDS - 1
     else:
         assert not report.ok
 
