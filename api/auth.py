@@ -51,6 +51,7 @@ from commands.streams import StreamNameError, customer_stream, tenant_of
 from domain import DomainError, customer
 from domain.roles import Role, api_key_actor, is_api_key_actor
 from eventstore.store import TENANT_FORMAT, EventStore
+from valueledger.redis_reads import ClientReads, KeyReads
 
 VENDOR: Final = "*"
 """The tenant claim of vendor staff (ADMIN), who act across tenants."""
@@ -108,6 +109,7 @@ class TokenService:
         redis_client: redis.asyncio.Redis,
         prefix: str,
         *,
+        reads: KeyReads | None = None,
         audience: str | None = None,
         issuer: str | None = None,
         jwks_url: str | None = None,
@@ -120,6 +122,8 @@ class TokenService:
             raise ValueError("the token TTL must be positive and within the maximum lifetime")
         self._secret = secret
         self._redis = redis_client
+        self._reads = reads if reads is not None else ClientReads(redis_client)
+        """Revocations are read here (by default through `redis_client`), written there."""
         self._prefix = prefix
         self._audience = audience
         self._issuer = issuer
@@ -168,7 +172,7 @@ class TokenService:
             principal = await self._checked(token, via)
         extra = also_read(principal)
         try:
-            denied, user_since, tenant_since, *values = await self._redis.mget(
+            denied, user_since, tenant_since, *values = await self._reads.mget(
                 self._revoked_key(principal.jti),
                 self._user_key(principal.tenant, principal.user),
                 self._tenant_key(principal.tenant),

@@ -50,7 +50,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 import msgspec
 import redis.asyncio
@@ -61,6 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from eventstore.store import TENANT_FORMAT
+from valueledger.redis_reads import ClientReads, KeyReads
 
 T = TypeVar("T")
 
@@ -124,9 +125,16 @@ class ReadModelCache:
     """Caches read-model views (msgspec values) per tenant, invalidated by generation."""
 
     def __init__(
-        self, redis: redis.asyncio.Redis, prefix: str, *, retry_after: float = RETRY_AFTER
+        self,
+        redis: redis.asyncio.Redis,
+        prefix: str,
+        *,
+        reads: KeyReads | None = None,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
+        """`reads` serves the lookups (by default, `redis` itself); `redis` everything else."""
         self._redis = redis
+        self._reads = reads if reads is not None else ClientReads(redis)
         self._prefix = prefix
         self._retry_after = retry_after
         self._skip_until = 0.0
@@ -226,7 +234,7 @@ class ReadModelCache:
                 return None
             try:
                 # bytes or None: cache clients never decode responses.
-                read = cast("list[bytes | None]", await self._redis.mget(generation_key, entry_key))
+                read = await self._reads.mget(generation_key, entry_key)
             except REDIS_ERRORS as error:
                 self._failed("get", error)
                 REQUESTS.labels(view, "unavailable").inc()

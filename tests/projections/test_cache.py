@@ -8,13 +8,11 @@ projector's batch changes rows (change, then invalidate), or the receipts index 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import shutil
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -28,27 +26,22 @@ from eventstore.store import EventStore, Metadata, NewEvent, StreamState
 from projections.cache import (
     CALCULATION_TTL,
     DASHBOARD_TTL,
+    SOCKET_TIMEOUT,
     ReadModelCache,
     connect_cache,
 )
 from projections.receipts import ReceiptsIndex
 from projections.runner import ProjectionRunner
-from tests.conftest import RUN_ID, server_folder
+from tests.conftest import RUN_ID, RedisBackend, closed_port, server_folder
+from valueledger.redis_reads import ClientReads, KeyReads, key_reads
 from valueledger.servers import start_embedded_redis, stop_embedded
 
-EXTERNAL_REDIS = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 TENANT = "acme"
 OTHER = "globex"
 
 
 class Tally(msgspec.Struct, frozen=True):
     count: int
-
-
-@dataclass
-class Backend:
-    name: str
-    url: str
 
 
 @dataclass
@@ -67,74 +60,52 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def closed_port() -> int:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        port: int = listener.getsockname()[1]
-    return port
-
-
-@pytest.fixture(scope="module")
-def embedded_redis() -> Iterator[str]:
-    folder = server_folder()
-    handle, url = start_embedded_redis(folder / "redis")
-    yield url
-    stop_embedded(handle)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def external_redis() -> str | None:
-    client = redis.Redis.from_url(EXTERNAL_REDIS, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError):
-        return None
-    finally:
-        client.close()
-    return EXTERNAL_REDIS
-
-
-@pytest.fixture(params=["embedded", "external"])
-def backend(
-    request: pytest.FixtureRequest, embedded_redis: str, external_redis: str | None
-) -> Backend:
-    if request.param == "embedded":
-        return Backend("embedded", embedded_redis)
-    if external_redis is None:
-        pytest.skip(f"no external Redis answers at {EXTERNAL_REDIS}")
-    return Backend("external", external_redis)
-
-
 @pytest.fixture
 def prefix() -> str:
     return f"vltest:{RUN_ID}:{secrets.token_hex(4)}"
 
 
 @pytest.fixture
-async def client(backend: Backend, prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
-    connection = connect_cache(backend.url)
+async def client(redis_backend: RedisBackend, prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
+    connection = connect_cache(redis_backend.url)
     yield connection
     async for key in connection.scan_iter(match=f"{prefix}:*"):
         await connection.delete(key)
     await connection.aclose()
 
 
+def reads_of(kind: str, url: str, client: redis.asyncio.Redis) -> KeyReads:
+    """The cache's reads: pipelined (what the service uses) or through redis-py (TLS)."""
+    if kind == "pipelined":
+        return key_reads(url, client, timeout=SOCKET_TIMEOUT)
+    return ClientReads(client)
+
+
+@pytest.fixture(params=["pipelined", "client"])
+def reads_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-def cache(client: redis.asyncio.Redis, prefix: str) -> ReadModelCache:
-    return ReadModelCache(client, prefix)
+async def cache(
+    redis_backend: RedisBackend, client: redis.asyncio.Redis, prefix: str, reads_kind: str
+) -> AsyncIterator[ReadModelCache]:
+    reads = reads_of(reads_kind, redis_backend.url, client)
+    yield ReadModelCache(client, prefix, reads=reads)
+    await reads.aclose()
 
 
 @pytest.fixture
 def flush(
-    backend: Backend, client: redis.asyncio.Redis, prefix: str
+    redis_backend: RedisBackend, client: redis.asyncio.Redis, prefix: str
 ) -> Callable[[], Awaitable[None]]:
     """FLUSHALL on the embedded server, which is this run's own. On the shared external server
     a real FLUSHALL would wipe other runs' keys, so there it deletes every key of this test's
     prefix, which is all a flush does to this cache."""
 
     async def flush_all() -> None:
-        if backend.name == "embedded":
+        if redis_backend.name == "embedded":
             await client.flushall()
             return
         async for key in client.scan_iter(match=f"{prefix}:*"):
@@ -383,12 +354,15 @@ async def test_every_read_is_correct_across_flushes(
 
 
 async def test_a_stopped_redis_serves_postgres_and_never_fails_a_batch(
-    store: EventStore, tenant: str, meta: Metadata
+    store: EventStore, tenant: str, meta: Metadata, reads_kind: str
 ) -> None:
     folder = server_folder()
     handle, url = start_embedded_redis(folder / "redis")
     client = connect_cache(url)
-    cache = ReadModelCache(client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", retry_after=0)
+    reads = reads_of(reads_kind, url, client)
+    cache = ReadModelCache(
+        client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", reads=reads, retry_after=0
+    )
 
     async def receipts_count() -> Tally:
         count = await store.pool.fetchval(
@@ -416,6 +390,7 @@ async def test_a_stopped_redis_serves_postgres_and_never_fails_a_batch(
         assert sample_fallbacks("invalidate") >= fallbacks["invalidate"] + 1
         await cache.invalidate({tenant})  # never raises
     finally:
+        await reads.aclose()
         await client.aclose()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -424,9 +399,13 @@ def sample_fallbacks(operation: str) -> float:
     return sample("valueledger_cache_fallbacks_total", operation=operation)
 
 
-async def test_a_closed_port_costs_little_and_reads_stay_correct() -> None:
-    client = connect_cache(f"redis://127.0.0.1:{closed_port()}/0")
-    cache = ReadModelCache(client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", retry_after=0)
+async def test_a_closed_port_costs_little_and_reads_stay_correct(reads_kind: str) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    client = connect_cache(url)
+    reads = reads_of(reads_kind, url, client)
+    cache = ReadModelCache(
+        client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", reads=reads, retry_after=0
+    )
     truth = Truth()
     before = sample_fallbacks("get")
     try:
@@ -436,10 +415,13 @@ async def test_a_closed_port_costs_little_and_reads_stay_correct() -> None:
         assert sample_fallbacks("get") == before + 3
         assert truth.loads == 3
     finally:
+        await reads.aclose()
         await client.aclose()
 
 
-async def test_a_redis_that_never_answers_times_out_quickly_then_is_skipped() -> None:
+async def test_a_redis_that_never_answers_times_out_quickly_then_is_skipped(
+    reads_kind: str,
+) -> None:
     """A blackholed Redis (accepts, never answers) costs one short timeout, after which reads
     skip Redis for a while instead of waiting again."""
     hung: list[asyncio.StreamWriter] = []
@@ -449,8 +431,12 @@ async def test_a_redis_that_never_answers_times_out_quickly_then_is_skipped() ->
 
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = connect_cache(f"redis://127.0.0.1:{port}/0")
-    cache = ReadModelCache(client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", retry_after=60)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = connect_cache(url)
+    reads = reads_of(reads_kind, url, client)
+    cache = ReadModelCache(
+        client, f"vltest:{RUN_ID}:{secrets.token_hex(4)}", reads=reads, retry_after=60
+    )
     truth = Truth()
     try:
         started = time.monotonic()
@@ -463,6 +449,7 @@ async def test_a_redis_that_never_answers_times_out_quickly_then_is_skipped() ->
         assert first < 2
         assert second < 0.1
     finally:
+        await reads.aclose()
         await client.aclose()
         for writer in hung:
             writer.close()

@@ -1,0 +1,348 @@
+"""The request path's Redis reads, against real Redis servers.
+
+One contract for both kinds of reads (pipelined, what the service uses; through redis-py, what
+it uses over TLS), on the embedded Redis and the external one: MGET answers exactly what Redis
+holds, however many reads are in flight. Then what only the pipelined connection has to get
+right, on this module's own embedded Redis (paused and cut off at will) and on local servers
+that misbehave: replies reach their callers when others gave up, a connection cut or silent
+fails its reads and the next read connects again, credentials and the database come from the
+URL, and bytes that are not RESP are never taken for an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Awaitable
+from typing import cast
+from urllib.parse import quote
+
+import pytest
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from projections.cache import connect_cache
+from tests.conftest import RUN_ID, RedisBackend, closed_port
+from valueledger.redis_reads import ClientReads, KeyReads, PipelinedReads, key_reads
+
+TIMEOUT = 2.0
+
+
+@pytest.fixture
+async def admin(redis_backend: RedisBackend) -> AsyncIterator[redis.asyncio.Redis]:
+    """redis-py on the same server: writes the keys, and deletes this run's keys after."""
+    client = connect_cache(redis_backend.url)
+    yield client
+    async for key in client.scan_iter(match=f"vltest:{RUN_ID}:reads:*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture(params=["pipelined", "client"])
+async def reads(
+    request: pytest.FixtureRequest, redis_backend: RedisBackend, admin: redis.asyncio.Redis
+) -> AsyncIterator[KeyReads]:
+    chosen: KeyReads = (
+        key_reads(redis_backend.url, admin, timeout=TIMEOUT)
+        if request.param == "pipelined"
+        else ClientReads(admin)
+    )
+    yield chosen
+    await chosen.aclose()
+
+
+def test_the_service_reads_pipelined_except_over_tls() -> None:
+    client = connect_cache("rediss://127.0.0.1:1/0")
+    assert isinstance(key_reads("rediss://127.0.0.1:1/0", client, timeout=1), ClientReads)
+    assert isinstance(key_reads("redis://127.0.0.1:1/0", client, timeout=1), PipelinedReads)
+    assert isinstance(key_reads("unix:///tmp/redis.sock", client, timeout=1), PipelinedReads)
+
+
+# --- the contract -----------------------------------------------------------------------------
+
+values = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([b"", b"\r\n", b"$-1\r\n", b"*2\r\n", b"-ERR not an error\r\n"]),
+    # Long values, so that replies arrive in several pieces.
+    st.builds(
+        lambda unit, times: unit * times,
+        st.binary(min_size=1, max_size=8),
+        st.integers(8_000, 12_000),
+    ),
+)
+key_names = st.text(min_size=1, max_size=20)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    stored=st.dictionaries(key_names, values, max_size=12),
+    missing=st.lists(key_names, max_size=4),
+    asked=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=8), min_size=1, max_size=40),
+)
+async def test_every_read_answers_what_redis_holds_however_many_are_in_flight(
+    reads: KeyReads,
+    admin: redis.asyncio.Redis,
+    stored: dict[str, bytes],
+    missing: list[str],
+    asked: list[list[int]],
+) -> None:
+    """Many reads at once, over keys that hold strings, keys that hold nothing and a key that
+    holds a list (MGET answers nil for it): each read gets its own keys' values, in order."""
+    space = f"vltest:{RUN_ID}:reads:{secrets.token_hex(4)}:"
+    if stored:
+        await admin.mset({space + name: value for name, value in stored.items()})
+    await cast("Awaitable[int]", admin.rpush(space + "\x00a list", b"not a string"))
+    names = [*stored, *(name for name in missing if name not in stored), "\x00a list"]
+    expected = {name: stored.get(name) for name in names}
+
+    async def read(picks: list[int]) -> None:
+        chosen = [names[pick % len(names)] for pick in picks]
+        assert await reads.mget(*(space + name for name in chosen)) == [
+            expected[name] for name in chosen
+        ]
+
+    await asyncio.gather(*(read(picks) for picks in asked))
+
+
+async def test_a_read_of_no_keys_is_an_error(reads: KeyReads) -> None:
+    with pytest.raises(ValueError, match="at least one key"):
+        await reads.mget()
+
+
+# --- the pipelined connection -----------------------------------------------------------------
+
+
+class Pause:
+    """Holds the embedded Redis's replies back for a while (CLIENT PAUSE). Commands that
+    arrive meanwhile are answered when the pause runs out (CLIENT UNPAUSE does not wake
+    them before, on Redis 7.0), so a test waits for that."""
+
+    def __init__(self, url: str) -> None:
+        self.control = redis.asyncio.Redis.from_url(url)
+
+    async def __call__(self, seconds: float) -> None:
+        await self.control.execute_command("CLIENT", "PAUSE", str(round(seconds * 1000)), "ALL")
+
+
+@pytest.fixture
+async def paused(embedded_redis: str) -> AsyncIterator[Pause]:
+    pause = Pause(embedded_redis)
+    await pause.control.ping()  # connected before any pause
+    yield pause
+    await pause.control.execute_command("CLIENT", "UNPAUSE")
+    await pause.control.aclose()
+
+
+async def waiting_on(reads: PipelinedReads, *keys: str) -> asyncio.Task[list[bytes | None]]:
+    """A read sent and waiting for its reply."""
+    task = asyncio.create_task(reads.mget(*keys))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    return task
+
+
+async def test_replies_reach_their_own_readers_when_a_reader_in_between_gave_up(
+    embedded_redis: str, paused: Pause
+) -> None:
+    admin = connect_cache(embedded_redis)
+    await admin.mset({"reads:a": b"A", "reads:b": b"B", "reads:c": b"C"})
+    reads = key_reads(embedded_redis, admin, timeout=TIMEOUT)
+    try:
+        assert await reads.mget("reads:a") == [b"A"]  # connected
+        await paused(0.5)
+        assert isinstance(reads, PipelinedReads)
+        first = await waiting_on(reads, "reads:a")
+        gave_up = await waiting_on(reads, "reads:b")
+        third = await waiting_on(reads, "reads:c", "reads:a")
+        gave_up.cancel()
+        assert await first == [b"A"]
+        assert await third == [b"C", b"A"]
+        with pytest.raises(asyncio.CancelledError):
+            await gave_up
+        assert await reads.mget("reads:b") == [b"B"]  # B's reply was not left for this one
+    finally:
+        await reads.aclose()
+        await admin.aclose()
+
+
+async def test_a_connection_cut_fails_its_waiting_reads_and_the_next_read_connects_again(
+    embedded_redis: str, paused: Pause
+) -> None:
+    admin = connect_cache(embedded_redis)
+    await admin.set("reads:cut", b"still here")
+    reads = key_reads(embedded_redis, admin, timeout=TIMEOUT)
+    try:
+        assert isinstance(reads, PipelinedReads)
+        assert await reads.mget("reads:cut") == [b"still here"]
+        await paused(0.5)
+        waiting = await waiting_on(reads, "reads:cut")
+        # The server cuts every connection but the pausing one.
+        await paused.control.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        with pytest.raises(RedisConnectionError):
+            await waiting
+        assert await reads.mget("reads:cut") == [b"still here"]
+    finally:
+        await reads.aclose()
+        await admin.aclose()
+
+
+async def test_a_read_that_times_out_closes_the_connection_and_the_next_connects_again(
+    embedded_redis: str, paused: Pause
+) -> None:
+    """A reply later than the timeout fails the read and every read behind it, at once, and
+    the next read, once Redis answers again, gets its own reply."""
+    admin = connect_cache(embedded_redis)
+    await admin.set("reads:slow", b"late")
+    reads = key_reads(embedded_redis, admin, timeout=0.3)
+    try:
+        assert await reads.mget("reads:slow") == [b"late"]
+        await paused(1.0)
+        outcomes = await asyncio.gather(
+            reads.mget("reads:slow"), reads.mget("reads:slow"), return_exceptions=True
+        )
+        assert all(isinstance(outcome, RedisTimeoutError) for outcome in outcomes), outcomes
+        await asyncio.sleep(0.8)  # the pause runs out
+        assert await reads.mget("reads:slow") == [b"late"]
+    finally:
+        await reads.aclose()
+        await admin.aclose()
+
+
+async def test_the_user_password_and_database_come_from_the_url(embedded_redis: str) -> None:
+    admin = redis.asyncio.Redis.from_url(embedded_redis)
+    user, password = f"reader-{secrets.token_hex(3)}", "p@ss word/" + secrets.token_hex(4)
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", "~*", "+mget", "+auth", "+select"
+    )
+    in_db_3 = redis.asyncio.Redis.from_url(f"{embedded_redis}?db=3")
+    await in_db_3.set("reads:db", b"three")
+    path = embedded_redis.removeprefix("unix://")
+    good = key_reads(
+        f"unix://{quote(user)}:{quote(password, safe='')}@{path}?db=3", admin, timeout=TIMEOUT
+    )
+    wrong = key_reads(f"unix://{quote(user)}:wrong@{path}?db=3", admin, timeout=TIMEOUT)
+    try:
+        assert await good.mget("reads:db") == [b"three"]
+        with pytest.raises(ResponseError, match="WRONGPASS"):
+            await wrong.mget("reads:db")
+    finally:
+        await good.aclose()
+        await wrong.aclose()
+        await in_db_3.delete("reads:db")
+        await in_db_3.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
+
+
+async def test_a_database_on_a_tcp_url_is_selected(
+    external_redis: str | None,
+) -> None:
+    if external_redis is None:
+        pytest.skip("no external Redis answers")
+    base = external_redis.rsplit("/", 1)[0]
+    key = f"vltest:{RUN_ID}:reads:{secrets.token_hex(4)}"
+    in_db_5 = redis.asyncio.Redis.from_url(f"{base}/5")
+    await in_db_5.set(key, b"five")
+    reads = key_reads(f"{base}/5", in_db_5, timeout=TIMEOUT)
+    try:
+        assert await reads.mget(key) == [b"five"]
+    finally:
+        await reads.aclose()
+        await in_db_5.delete(key)
+        await in_db_5.aclose()
+
+
+class Misbehaving:
+    """A local server that answers each connection's first command with `answer` (or never,
+    given None), then waits for the client to hang up; it counts the connections it was
+    given."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def reply(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.read(1024)
+        if self.answer is not None:
+            writer.write(self.answer)
+            await writer.drain()
+        while await reader.read(1024):
+            pass
+        writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.reply, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_bytes_that_are_not_resp_fail_the_read() -> None:
+    async with Misbehaving(b"HTTP/1.1 400 Bad Request\r\n\r\n") as url:
+        client = connect_cache(url)
+        reads = key_reads(url, client, timeout=TIMEOUT)
+        with pytest.raises(RedisConnectionError, match="no command asked for"):
+            await reads.mget("a")
+        await reads.aclose()
+        await client.aclose()
+
+
+async def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
+    """One command, two replies: the second cannot be anyone's, and a later read must never
+    be answered with it, so the connection goes and the next read opens another."""
+    server = Misbehaving(b"*1\r\n$1\r\nx\r\n*1\r\n$1\r\ny\r\n")
+    async with server as url:
+        client = connect_cache(url)
+        reads = key_reads(url, client, timeout=TIMEOUT)
+        assert await reads.mget("a") == [b"x"]
+        await asyncio.sleep(0.05)  # the unasked-for reply arrives
+        assert await reads.mget("a") == [b"x"]  # not [b"y"]: from a new connection
+        assert server.connections == 2
+        await reads.aclose()
+        await client.aclose()
+
+
+async def test_a_silent_server_is_left_after_a_timeout_and_the_next_read_connects_anew() -> None:
+    """A server that stopped answering (blackholed, say) would time out every read that
+    queued behind on its connection: the first timeout closes it."""
+    server = Misbehaving(None)
+    async with server as url:
+        client = connect_cache(url)
+        reads = key_reads(url, client, timeout=0.2)
+        for _ in range(2):
+            with pytest.raises(RedisTimeoutError):
+                await reads.mget("a")
+        assert server.connections == 2
+        await reads.aclose()
+        await client.aclose()
+
+
+async def test_nothing_listening_is_a_connection_error_and_closed_reads_refuse(
+    embedded_redis: str,
+) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    client = connect_cache(url)
+    nowhere = key_reads(url, client, timeout=TIMEOUT)
+    with pytest.raises(RedisConnectionError):
+        await nowhere.mget("a")
+    await nowhere.aclose()
+    await client.aclose()
+
+    admin = connect_cache(embedded_redis)
+    reads = key_reads(embedded_redis, admin, timeout=TIMEOUT)
+    assert await reads.mget("reads:none") == [None]
+    await reads.aclose()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await reads.mget("reads:none")
+    await admin.aclose()
