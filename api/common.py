@@ -17,6 +17,7 @@ from litestar import MediaType, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Scope
 
 from api.auth import (
     COOKIE_NAME,
@@ -58,13 +59,23 @@ class ReadAhead:
     params: str = ""
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (`name` in lower case, as ASGI gives names), as
+    text. Read from the scope: Litestar's `request.headers` builds a case-insensitive
+    multidict of every header first (about 20 µs, a tenth of a cached query's time)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 async def authenticate(request: Request[Any, Any, Any]) -> Principal:
     """The caller's principal, from `Authorization: Bearer` or the session cookie."""
     api: Api = request.app.state.api
-    header = request.headers.get("authorization", "")
+    authorization = header(request.scope, b"authorization")
     try:
-        if header:
-            scheme, _, token = header.partition(" ")
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "apikey":
                 return await authenticate_api_key(request)
             if scheme.lower() != "bearer" or not token:
@@ -175,7 +186,7 @@ def json_answer(body: bytes, status: int = 200) -> Response[bytes]:
 
 def expected_version(request: Request[Any, Any, Any]) -> int | None:
     """The version `If-Match` names, if any (the aggregate's ETag, a plain number)."""
-    value = request.headers.get("if-match")
+    value = header(request.scope, b"if-match")
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')

@@ -40,7 +40,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
 from api.auth import COOKIE_NAME
-from api.common import Api
+from api.common import Api, header
 from api.problems import ApiProblem, problem_response
 from projections.cache import REDIS_ERRORS
 
@@ -139,14 +139,6 @@ def parse_networks(text: str) -> tuple[IpNetwork, ...]:
 # --- the caller ---------------------------------------------------------------------------------
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of a request header (`name` in lower case), as text."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def credential_of(scope: Scope) -> str | None:
     """A stable name for the caller's credential that reveals nothing of it: SHA-256 of the
     Authorization header, else of the session cookie; None for an anonymous request."""
@@ -240,16 +232,18 @@ class RateLimiter:
     def keys(self, prefix: str, scope: Scope) -> list[tuple[str, str, int]]:
         """(limit name, Redis key, limit) for every limit that applies to the request."""
         keys = []
-        credential = credential_of(scope)
-        if credential is not None and self.settings.per_credential > 0:
-            keys.append(
-                ("credential", f"{prefix}:rl:c:{credential[:40]}", self.settings.per_credential)
-            )
-        address = client_address(scope, self.settings.trusted_proxies)
-        if address is not None and self.settings.per_address > 0:
-            keys.append(
-                ("address", f"{prefix}:rl:a:{address_key(address)}", self.settings.per_address)
-            )
+        if self.settings.per_credential > 0:
+            credential = credential_of(scope)
+            if credential is not None:
+                keys.append(
+                    ("credential", f"{prefix}:rl:c:{credential[:40]}", self.settings.per_credential)
+                )
+        if self.settings.per_address > 0:
+            address = client_address(scope, self.settings.trusted_proxies)
+            if address is not None:
+                keys.append(
+                    ("address", f"{prefix}:rl:a:{address_key(address)}", self.settings.per_address)
+                )
         return keys
 
     async def retry_after(
