@@ -5,9 +5,11 @@ answers, with one MGET. Through redis-py's asyncio client that read costs about 
 (measured on uvloop, 32 requests in flight): a pool checkout behind a lock with a liveness
 probe of the socket, a retry wrapper, a timeout around a stream read. Redis answers the
 commands of one connection in order, so requests in flight can share one connection instead:
-each writes its command and queues a future, and replies, parsed by hiredis (the parser
-redis-py uses too), settle the futures in turn. That costs about 10 µs, and its timeout 5 µs
-more. Writes, transactions and scripts stay with redis-py.
+each queues its command and a future, and replies, parsed by hiredis (the parser redis-py
+uses too), settle the futures in turn. The commands queued in one turn of the event loop go
+in one write (a busy server sends several per write, and Redis reads them in one go). That
+costs about 9 µs, and its timeout 5 µs more. Writes, transactions and scripts stay with
+redis-py.
 
 TLS connections (``rediss://``) read through redis-py, which owns the certificate options.
 """
@@ -81,6 +83,7 @@ class _Replies(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
+        self._unsent: list[bytes] = []
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,10 +93,18 @@ class _Replies(asyncio.Protocol):
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost or self._transport is None:
             raise RedisConnectionError("the Redis connection is closed")
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._transport.write(command)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._unsent:
+            loop.call_soon(self._flush)
+        self._unsent.append(command)
         self._waiting.append(reply)
         return reply
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if not self.lost and self._transport is not None:
+            self._transport.write(b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
