@@ -51,7 +51,7 @@ from commands.streams import StreamNameError, customer_stream, tenant_of
 from domain import DomainError, customer
 from domain.roles import Role, api_key_actor, is_api_key_actor
 from eventstore.store import TENANT_FORMAT, EventStore
-from valueledger.redis_reads import ClientReads, KeyReads
+from valueledger.request_redis import ClientRedis, RequestRedis
 
 VENDOR: Final = "*"
 """The tenant claim of vendor staff (ADMIN), who act across tenants."""
@@ -109,7 +109,7 @@ class TokenService:
         redis_client: redis.asyncio.Redis,
         prefix: str,
         *,
-        reads: KeyReads | None = None,
+        reads: RequestRedis | None = None,
         audience: str | None = None,
         issuer: str | None = None,
         jwks_url: str | None = None,
@@ -122,7 +122,7 @@ class TokenService:
             raise ValueError("the token TTL must be positive and within the maximum lifetime")
         self._secret = secret
         self._redis = redis_client
-        self._reads = reads if reads is not None else ClientReads(redis_client)
+        self._reads = reads if reads is not None else ClientRedis(redis_client)
         """Revocations are read here (by default through `redis_client`), written there."""
         self._prefix = prefix
         self._audience = audience

@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis.asyncio
 import structlog
 from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +42,7 @@ from api.auth import COOKIE_NAME
 from api.common import Api, header
 from api.problems import ApiProblem, problem_response
 from projections.cache import REDIS_ERRORS
+from valueledger.request_redis import LuaScript, RequestRedis
 
 MAX_JSON_DEPTH: Final = 32
 """Arrays and objects nested deeper than this (the body itself is level 1) are refused; the
@@ -63,7 +63,7 @@ UNAVAILABLE: Final = Counter(
     "Requests let through uncounted because Redis did not answer the rate limiter.",
 )
 
-_COUNT_SCRIPT: Final = """
+_COUNT_SCRIPT: Final = LuaScript("""
 local result = {}
 for _, key in ipairs(KEYS) do
   local count = redis.call('INCR', key)
@@ -76,7 +76,7 @@ for _, key in ipairs(KEYS) do
   result[#result + 1] = ttl
 end
 return result
-"""
+""")
 """Count one request under every key and return (count, milliseconds left) per key. The
 expiry is set whenever a key has none, so a key can never be left counting forever."""
 
@@ -247,16 +247,15 @@ class RateLimiter:
         return keys
 
     async def retry_after(
-        self, client: redis.asyncio.Redis, prefix: str, scope: Scope
+        self, redis: RequestRedis, prefix: str, scope: Scope
     ) -> tuple[str, int] | None:
         """Count the request; (the limit exceeded, seconds to wait) if it is over a limit."""
         keys = self.keys(prefix, scope)
         if not keys:
             return None
         try:
-            script = client.register_script(_COUNT_SCRIPT)
-            counts = await script(
-                keys=[key for _, key, _ in keys], args=[self.settings.window_seconds * 1000]
+            counts = await redis.run(
+                _COUNT_SCRIPT, [key for _, key, _ in keys], [self.settings.window_seconds * 1000]
             )
         except REDIS_ERRORS as error:
             UNAVAILABLE.inc()
@@ -293,7 +292,7 @@ class RateLimitMiddleware:
             return
         services = api_of_scope(scope).services
         exceeded = await self.limiter.retry_after(
-            services.redis, services.settings.cache_prefix, scope
+            services.request_redis, services.settings.cache_prefix, scope
         )
         if exceeded is None:
             await self.app(scope, receive, send)

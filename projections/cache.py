@@ -61,7 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from eventstore.store import TENANT_FORMAT
-from valueledger.redis_reads import ClientReads, KeyReads
+from valueledger.request_redis import ClientRedis, RequestRedis
 
 T = TypeVar("T")
 
@@ -129,12 +129,12 @@ class ReadModelCache:
         redis: redis.asyncio.Redis,
         prefix: str,
         *,
-        reads: KeyReads | None = None,
+        reads: RequestRedis | None = None,
         retry_after: float = RETRY_AFTER,
     ) -> None:
         """`reads` serves the lookups (by default, `redis` itself); `redis` everything else."""
         self._redis = redis
-        self._reads = reads if reads is not None else ClientReads(redis)
+        self._reads = reads if reads is not None else ClientRedis(redis)
         self._prefix = prefix
         self._retry_after = retry_after
         self._skip_until = 0.0

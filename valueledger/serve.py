@@ -92,7 +92,7 @@ def token_service(services: Services) -> TokenService:
         settings.token_secret(),
         services.redis,
         settings.cache_prefix,
-        reads=services.reads,
+        reads=services.request_redis,
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
         jwks_url=settings.jwks_url,

@@ -17,7 +17,7 @@ from commands.personal_data import PersonalDataVault
 from eventstore.store import EventStore
 from projections.cache import SOCKET_TIMEOUT, ReadModelCache, connect_cache
 from valueledger.bootstrap import open_store
-from valueledger.redis_reads import KeyReads, key_reads
+from valueledger.request_redis import RequestRedis, request_redis
 from valueledger.settings import Settings
 
 
@@ -29,8 +29,8 @@ class Services:
     store: EventStore
     vault: PersonalDataVault
     redis: redis.asyncio.Redis
-    reads: KeyReads
-    """The request path's reads of the same Redis (see `valueledger.redis_reads`)."""
+    request_redis: RequestRedis
+    """The same Redis for the request path's commands (see `valueledger.request_redis`)."""
     cache: ReadModelCache
 
     @property
@@ -45,7 +45,7 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Apply the schema, open the store (signing key ready) and connect the cache."""
     client = connect_cache(redis_url)
-    reads = key_reads(redis_url, client, timeout=SOCKET_TIMEOUT)
+    commands = request_redis(redis_url, client, timeout=SOCKET_TIMEOUT)
     try:
         async with open_store(settings, database_url) as store:
             yield Services(
@@ -53,9 +53,9 @@ async def open_services(
                 store=store,
                 vault=PersonalDataVault(store.pool),
                 redis=client,
-                reads=reads,
-                cache=ReadModelCache(client, settings.cache_prefix, reads=reads),
+                request_redis=commands,
+                cache=ReadModelCache(client, settings.cache_prefix, reads=commands),
             )
     finally:
-        await reads.aclose()
+        await commands.aclose()
         await client.aclose()

@@ -32,7 +32,9 @@ async def services(
 
 @pytest.fixture(scope="session")
 def tokens(services: Services, cache_prefix: str) -> TokenService:
-    return TokenService(secrets.token_bytes(32), services.redis, cache_prefix, reads=services.reads)
+    return TokenService(
+        secrets.token_bytes(32), services.redis, cache_prefix, reads=services.request_redis
+    )
 
 
 @pytest.fixture

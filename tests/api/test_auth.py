@@ -616,7 +616,7 @@ def idp_tokens(services: Services, cache_prefix: str, jwks_url: str) -> TokenSer
         secrets.token_bytes(32),
         services.redis,
         cache_prefix,
-        reads=services.reads,
+        reads=services.request_redis,
         audience=AUDIENCE,
         issuer=ISSUER,
         jwks_url=jwks_url,

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import structlog
 from litestar import Request
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from api.auth import TokenService
@@ -28,10 +29,11 @@ from api.ratelimit import RateLimitSettings, credential_of, json_depth_exceeds, 
 from domain.roles import Role
 from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import EventStore
-from projections.cache import connect_cache
+from projections.cache import SOCKET_TIMEOUT, connect_cache
 from tests.api.conftest import bearer
 from tests.api.test_customers import registration
 from tests.conftest import client_address
+from valueledger.request_redis import request_redis
 from valueledger.services import Services
 
 Client = httpx.AsyncClient
@@ -197,7 +199,14 @@ async def test_failures_release_the_key_and_bad_keys_are_refused(
 async def test_without_redis_a_keyed_post_is_refused_and_a_plain_one_runs(
     services: Services, tokens: TokenService, staff: dict[str, str], tenant: str
 ) -> None:
-    broken = dataclasses.replace(services, redis=connect_cache("redis://127.0.0.1:1/0"))
+    nowhere = "redis://127.0.0.1:1/0"
+    client_of_nowhere = connect_cache(nowhere)
+    broken = dataclasses.replace(
+        services,
+        redis=client_of_nowhere,
+        request_redis=request_redis(nowhere, client_of_nowhere, timeout=SOCKET_TIMEOUT),
+    )
+    unavailable = REGISTRY.get_sample_value("valueledger_rate_limit_unavailable_total") or 0
     async with serve(broken, tokens) as client:
         keyed = await client.post(
             "/v1/customers", json=registration(tenant), headers={**staff, "Idempotency-Key": "a"}
@@ -207,6 +216,8 @@ async def test_without_redis_a_keyed_post_is_refused_and_a_plain_one_runs(
         assert keyed.headers["retry-after"] == "1"
         plain = await client.post("/v1/customers", json=registration(tenant), headers=staff)
         assert plain.status_code == 201  # rate limits fail open
+    assert REGISTRY.get_sample_value("valueledger_rate_limit_unavailable_total") == unavailable + 2
+    await broken.request_redis.aclose()
     await broken.redis.aclose()
 
 

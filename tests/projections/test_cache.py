@@ -33,7 +33,7 @@ from projections.cache import (
 from projections.receipts import ReceiptsIndex
 from projections.runner import ProjectionRunner
 from tests.conftest import RUN_ID, RedisBackend, closed_port, server_folder
-from valueledger.redis_reads import ClientReads, KeyReads, key_reads
+from valueledger.request_redis import ClientRedis, RequestRedis, request_redis
 from valueledger.servers import start_embedded_redis, stop_embedded
 
 TENANT = "acme"
@@ -74,11 +74,11 @@ async def client(redis_backend: RedisBackend, prefix: str) -> AsyncIterator[redi
     await connection.aclose()
 
 
-def reads_of(kind: str, url: str, client: redis.asyncio.Redis) -> KeyReads:
+def reads_of(kind: str, url: str, client: redis.asyncio.Redis) -> RequestRedis:
     """The cache's reads: pipelined (what the service uses) or through redis-py (TLS)."""
     if kind == "pipelined":
-        return key_reads(url, client, timeout=SOCKET_TIMEOUT)
-    return ClientReads(client)
+        return request_redis(url, client, timeout=SOCKET_TIMEOUT)
+    return ClientRedis(client)
 
 
 @pytest.fixture(params=["pipelined", "client"])

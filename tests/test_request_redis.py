@@ -1,8 +1,9 @@
-"""The request path's Redis reads, against real Redis servers.
+"""The request path's Redis commands, against real Redis servers.
 
-One contract for both kinds of reads (pipelined, what the service uses; through redis-py, what
-it uses over TLS), on the embedded Redis and the external one: MGET answers exactly what Redis
-holds, however many reads are in flight. Then what only the pipelined connection has to get
+One contract for both kinds (pipelined, what the service uses; through redis-py, what it uses
+over TLS), on the embedded Redis and the external one: MGET answers exactly what Redis holds,
+however many reads are in flight; a Lua script runs by its SHA-1, is loaded again when Redis
+has lost it, and its errors are raised. Then what only the pipelined connection has to get
 right, on this module's own embedded Redis (paused and cut off at will) and on local servers
 that misbehave: replies reach their callers when others gave up, a connection cut or silent
 fails its reads and the next read connects again, credentials and the database come from the
@@ -27,7 +28,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.cache import connect_cache
 from tests.conftest import RUN_ID, RedisBackend, closed_port
-from valueledger.redis_reads import ClientReads, KeyReads, PipelinedReads, key_reads
+from valueledger.request_redis import (
+    ClientRedis,
+    LuaScript,
+    PipelinedRedis,
+    RequestRedis,
+    request_redis,
+)
 
 TIMEOUT = 2.0
 
@@ -43,13 +50,13 @@ async def admin(redis_backend: RedisBackend) -> AsyncIterator[redis.asyncio.Redi
 
 
 @pytest.fixture(params=["pipelined", "client"])
-async def reads(
+async def commands(
     request: pytest.FixtureRequest, redis_backend: RedisBackend, admin: redis.asyncio.Redis
-) -> AsyncIterator[KeyReads]:
-    chosen: KeyReads = (
-        key_reads(redis_backend.url, admin, timeout=TIMEOUT)
+) -> AsyncIterator[RequestRedis]:
+    chosen: RequestRedis = (
+        request_redis(redis_backend.url, admin, timeout=TIMEOUT)
         if request.param == "pipelined"
-        else ClientReads(admin)
+        else ClientRedis(admin)
     )
     yield chosen
     await chosen.aclose()
@@ -57,9 +64,9 @@ async def reads(
 
 def test_the_service_reads_pipelined_except_over_tls() -> None:
     client = connect_cache("rediss://127.0.0.1:1/0")
-    assert isinstance(key_reads("rediss://127.0.0.1:1/0", client, timeout=1), ClientReads)
-    assert isinstance(key_reads("redis://127.0.0.1:1/0", client, timeout=1), PipelinedReads)
-    assert isinstance(key_reads("unix:///tmp/redis.sock", client, timeout=1), PipelinedReads)
+    assert isinstance(request_redis("rediss://127.0.0.1:1/0", client, timeout=1), ClientRedis)
+    assert isinstance(request_redis("redis://127.0.0.1:1/0", client, timeout=1), PipelinedRedis)
+    assert isinstance(request_redis("unix:///tmp/redis.sock", client, timeout=1), PipelinedRedis)
 
 
 # --- the contract -----------------------------------------------------------------------------
@@ -86,7 +93,7 @@ key_names = st.text(min_size=1, max_size=20)
     asked=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=8), min_size=1, max_size=40),
 )
 async def test_every_read_answers_what_redis_holds_however_many_are_in_flight(
-    reads: KeyReads,
+    commands: RequestRedis,
     admin: redis.asyncio.Redis,
     stored: dict[str, bytes],
     missing: list[str],
@@ -103,16 +110,56 @@ async def test_every_read_answers_what_redis_holds_however_many_are_in_flight(
 
     async def read(picks: list[int]) -> None:
         chosen = [names[pick % len(names)] for pick in picks]
-        assert await reads.mget(*(space + name for name in chosen)) == [
+        assert await commands.mget(*(space + name for name in chosen)) == [
             expected[name] for name in chosen
         ]
 
     await asyncio.gather(*(read(picks) for picks in asked))
 
 
-async def test_a_read_of_no_keys_is_an_error(reads: KeyReads) -> None:
+async def test_a_read_of_no_keys_is_an_error(commands: RequestRedis) -> None:
     with pytest.raises(ValueError, match="at least one key"):
-        await reads.mget()
+        await commands.mget()
+
+
+COUNT = LuaScript(
+    """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+return {count, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), ARGV[2]}
+"""
+)
+
+
+async def test_a_script_runs_with_its_keys_and_args_and_answers_as_redis_sent_it(
+    commands: RequestRedis, admin: redis.asyncio.Redis
+) -> None:
+    counter, nothing = (f"vltest:{RUN_ID}:reads:{secrets.token_hex(4)}" for _ in range(2))
+    assert await commands.run(COUNT, [counter, nothing], [5, "text"]) == [5, b"5", None, b"text"]
+    assert await commands.run(COUNT, [counter, nothing], [2, ""]) == [7, b"7", None, b""]
+    assert await admin.get(counter) == b"7"
+
+
+async def test_a_script_redis_has_lost_is_loaded_again(
+    commands: RequestRedis, admin: redis.asyncio.Redis, redis_backend: RedisBackend
+) -> None:
+    if redis_backend.name != "embedded":
+        pytest.skip("SCRIPT FLUSH would empty the shared server's script cache")
+    counter = f"vltest:{RUN_ID}:reads:{secrets.token_hex(4)}"
+    await commands.run(COUNT, [counter, counter], [1, "a"])
+    await admin.script_flush()
+    assert await admin.script_exists(COUNT.sha1) == [False]
+    assert await commands.run(COUNT, [counter, counter], [1, "b"]) == [2, b"2", b"2", b"b"]
+    assert await admin.script_exists(COUNT.sha1) == [True]
+
+
+async def test_a_script_that_fails_raises_what_redis_said(
+    commands: RequestRedis, admin: redis.asyncio.Redis
+) -> None:
+    listed = f"vltest:{RUN_ID}:reads:{secrets.token_hex(4)}"
+    await cast("Awaitable[int]", admin.rpush(listed, b"x"))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await commands.run(COUNT, [listed, listed], [1, "a"])
+    assert await commands.mget(listed) == [None]  # the connection still answers in turn
 
 
 # --- the pipelined connection -----------------------------------------------------------------
@@ -139,7 +186,7 @@ async def paused(embedded_redis: str) -> AsyncIterator[Pause]:
     await pause.control.aclose()
 
 
-async def waiting_on(reads: PipelinedReads, *keys: str) -> asyncio.Task[list[bytes | None]]:
+async def waiting_on(reads: PipelinedRedis, *keys: str) -> asyncio.Task[list[bytes | None]]:
     """A read sent and waiting for its reply."""
     task = asyncio.create_task(reads.mget(*keys))
     await asyncio.sleep(0.05)
@@ -152,11 +199,11 @@ async def test_replies_reach_their_own_readers_when_a_reader_in_between_gave_up(
 ) -> None:
     admin = connect_cache(embedded_redis)
     await admin.mset({"reads:a": b"A", "reads:b": b"B", "reads:c": b"C"})
-    reads = key_reads(embedded_redis, admin, timeout=TIMEOUT)
+    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
     try:
         assert await reads.mget("reads:a") == [b"A"]  # connected
         await paused(0.5)
-        assert isinstance(reads, PipelinedReads)
+        assert isinstance(reads, PipelinedRedis)
         first = await waiting_on(reads, "reads:a")
         gave_up = await waiting_on(reads, "reads:b")
         third = await waiting_on(reads, "reads:c", "reads:a")
@@ -176,9 +223,9 @@ async def test_a_connection_cut_fails_its_waiting_reads_and_the_next_read_connec
 ) -> None:
     admin = connect_cache(embedded_redis)
     await admin.set("reads:cut", b"still here")
-    reads = key_reads(embedded_redis, admin, timeout=TIMEOUT)
+    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
     try:
-        assert isinstance(reads, PipelinedReads)
+        assert isinstance(reads, PipelinedRedis)
         assert await reads.mget("reads:cut") == [b"still here"]
         await paused(0.5)
         waiting = await waiting_on(reads, "reads:cut")
@@ -199,7 +246,7 @@ async def test_a_read_that_times_out_closes_the_connection_and_the_next_connects
     the next read, once Redis answers again, gets its own reply."""
     admin = connect_cache(embedded_redis)
     await admin.set("reads:slow", b"late")
-    reads = key_reads(embedded_redis, admin, timeout=0.3)
+    reads = request_redis(embedded_redis, admin, timeout=0.3)
     try:
         assert await reads.mget("reads:slow") == [b"late"]
         await paused(1.0)
@@ -223,10 +270,10 @@ async def test_the_user_password_and_database_come_from_the_url(embedded_redis: 
     in_db_3 = redis.asyncio.Redis.from_url(f"{embedded_redis}?db=3")
     await in_db_3.set("reads:db", b"three")
     path = embedded_redis.removeprefix("unix://")
-    good = key_reads(
+    good = request_redis(
         f"unix://{quote(user)}:{quote(password, safe='')}@{path}?db=3", admin, timeout=TIMEOUT
     )
-    wrong = key_reads(f"unix://{quote(user)}:wrong@{path}?db=3", admin, timeout=TIMEOUT)
+    wrong = request_redis(f"unix://{quote(user)}:wrong@{path}?db=3", admin, timeout=TIMEOUT)
     try:
         assert await good.mget("reads:db") == [b"three"]
         with pytest.raises(ResponseError, match="WRONGPASS"):
@@ -249,7 +296,7 @@ async def test_a_database_on_a_tcp_url_is_selected(
     key = f"vltest:{RUN_ID}:reads:{secrets.token_hex(4)}"
     in_db_5 = redis.asyncio.Redis.from_url(f"{base}/5")
     await in_db_5.set(key, b"five")
-    reads = key_reads(f"{base}/5", in_db_5, timeout=TIMEOUT)
+    reads = request_redis(f"{base}/5", in_db_5, timeout=TIMEOUT)
     try:
         assert await reads.mget(key) == [b"five"]
     finally:
@@ -291,7 +338,7 @@ class Misbehaving:
 async def test_bytes_that_are_not_resp_fail_the_read() -> None:
     async with Misbehaving(b"HTTP/1.1 400 Bad Request\r\n\r\n") as url:
         client = connect_cache(url)
-        reads = key_reads(url, client, timeout=TIMEOUT)
+        reads = request_redis(url, client, timeout=TIMEOUT)
         with pytest.raises(RedisConnectionError, match="no command asked for"):
             await reads.mget("a")
         await reads.aclose()
@@ -304,7 +351,7 @@ async def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
     server = Misbehaving(b"*1\r\n$1\r\nx\r\n*1\r\n$1\r\ny\r\n")
     async with server as url:
         client = connect_cache(url)
-        reads = key_reads(url, client, timeout=TIMEOUT)
+        reads = request_redis(url, client, timeout=TIMEOUT)
         assert await reads.mget("a") == [b"x"]
         await asyncio.sleep(0.05)  # the unasked-for reply arrives
         assert await reads.mget("a") == [b"x"]  # not [b"y"]: from a new connection
@@ -319,7 +366,7 @@ async def test_a_silent_server_is_left_after_a_timeout_and_the_next_read_connect
     server = Misbehaving(None)
     async with server as url:
         client = connect_cache(url)
-        reads = key_reads(url, client, timeout=0.2)
+        reads = request_redis(url, client, timeout=0.2)
         for _ in range(2):
             with pytest.raises(RedisTimeoutError):
                 await reads.mget("a")
@@ -333,14 +380,14 @@ async def test_nothing_listening_is_a_connection_error_and_closed_reads_refuse(
 ) -> None:
     url = f"redis://127.0.0.1:{closed_port()}/0"
     client = connect_cache(url)
-    nowhere = key_reads(url, client, timeout=TIMEOUT)
+    nowhere = request_redis(url, client, timeout=TIMEOUT)
     with pytest.raises(RedisConnectionError):
         await nowhere.mget("a")
     await nowhere.aclose()
     await client.aclose()
 
     admin = connect_cache(embedded_redis)
-    reads = key_reads(embedded_redis, admin, timeout=TIMEOUT)
+    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
     assert await reads.mget("reads:none") == [None]
     await reads.aclose()
     with pytest.raises(RedisConnectionError, match="closed"):
