@@ -418,7 +418,10 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
         return "answers"
 
     async def redis() -> str:
+        # Both ways the service talks to Redis: redis-py's pool, and the request path's
+        # connection (which authenticates on its own, and every authenticated request needs).
         await services.redis.ping()  # type: ignore[misc]
+        await services.request_redis.mget(f"{services.settings.cache_prefix}:readyz")
         return "answers"
 
     async def projections() -> Check:

@@ -1,13 +1,17 @@
 """The request path's Redis commands, against real Redis servers.
 
 One contract for both kinds (pipelined, what the service uses; through redis-py, what it uses
-over TLS), on the embedded Redis and the external one: MGET answers exactly what Redis holds,
-however many reads are in flight; a Lua script runs by its SHA-1, is loaded again when Redis
-has lost it, and its errors are raised. Then what only the pipelined connection has to get
-right, on this module's own embedded Redis (paused and cut off at will) and on local servers
-that misbehave: replies reach their callers when others gave up, a connection cut or silent
-fails its reads and the next read connects again, credentials and the database come from the
-URL, and bytes that are not RESP are never taken for an answer.
+for URLs asking for more, such as TLS), on the embedded Redis and the external one: MGET
+answers exactly what Redis holds, however many reads are in flight; a Lua script runs by its
+SHA-1, is loaded again when Redis has lost it, and its errors are raised. Then what only the
+pipelined connection has to get right, on this module's own embedded Redis (paused and cut
+off at will) and on local servers that misbehave: replies reach their callers when others
+gave up; a stall fails only the reads it outlasts; a connection cut, or silent past its
+limit, fails its reads and the next read connects again; readers share one connection
+attempt; closing fails what is in flight; the user, password and database come from the URL;
+bytes that are not RESP are never taken for an answer; and the same on uvloop. (That one
+turn's commands go in one write is not tested: no observable difference but the count of
+system calls.)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pytest
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -60,13 +65,6 @@ async def commands(
     )
     yield chosen
     await chosen.aclose()
-
-
-def test_the_service_reads_pipelined_except_over_tls() -> None:
-    client = connect_cache("rediss://127.0.0.1:1/0")
-    assert isinstance(request_redis("rediss://127.0.0.1:1/0", client, timeout=1), ClientRedis)
-    assert isinstance(request_redis("redis://127.0.0.1:1/0", client, timeout=1), PipelinedRedis)
-    assert isinstance(request_redis("unix:///tmp/redis.sock", client, timeout=1), PipelinedRedis)
 
 
 # --- the contract -----------------------------------------------------------------------------
@@ -239,25 +237,72 @@ async def test_a_connection_cut_fails_its_waiting_reads_and_the_next_read_connec
         await admin.aclose()
 
 
-async def test_a_read_that_times_out_closes_the_connection_and_the_next_connects_again(
+async def test_a_stall_fails_only_the_reads_it_outlasts_and_keeps_the_connection(
     embedded_redis: str, paused: Pause
 ) -> None:
-    """A reply later than the timeout fails the read and every read behind it, at once, and
-    the next read, once Redis answers again, gets its own reply."""
+    """Each read has the timeout from when it was sent, as with redis-py: Redis holding every
+    reply back for 1.3 s fails a read sent at the start (1 s timeout), not one sent 0.6 s
+    later, which gets its own value once Redis answers, on the same connection."""
     admin = connect_cache(embedded_redis)
-    await admin.set("reads:slow", b"late")
-    reads = request_redis(embedded_redis, admin, timeout=0.3)
+    await admin.mset({"reads:early": b"early", "reads:later": b"later"})
+    reads = request_redis(embedded_redis, admin, timeout=1.0)
     try:
-        assert await reads.mget("reads:slow") == [b"late"]
-        await paused(1.0)
-        outcomes = await asyncio.gather(
-            reads.mget("reads:slow"), reads.mget("reads:slow"), return_exceptions=True
-        )
-        assert all(isinstance(outcome, RedisTimeoutError) for outcome in outcomes), outcomes
-        await asyncio.sleep(0.8)  # the pause runs out
-        assert await reads.mget("reads:slow") == [b"late"]
+        assert await reads.mget("reads:early") == [b"early"]
+        clients = len(await admin.client_list())
+        await paused(1.3)
+        early = asyncio.create_task(reads.mget("reads:early"))
+        await asyncio.sleep(0.6)
+        later = asyncio.create_task(reads.mget("reads:later"))
+        with pytest.raises(RedisTimeoutError):
+            await early
+        assert await later == [b"later"]
+        assert await reads.mget("reads:early") == [b"early"]  # the late reply was dropped
+        assert len(await admin.client_list()) == clients
     finally:
         await reads.aclose()
+        await admin.aclose()
+
+
+async def test_closing_fails_the_reads_in_flight_and_refuses_later_ones(
+    embedded_redis: str, paused: Pause
+) -> None:
+    admin = connect_cache(embedded_redis)
+    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
+    try:
+        assert isinstance(reads, PipelinedRedis)
+        assert await reads.mget("reads:none") == [None]
+        await paused(0.5)
+        waiting = [await waiting_on(reads, "reads:none") for _ in range(2)]
+        await reads.aclose()
+        for task in waiting:
+            with pytest.raises(RedisConnectionError, match="closed"):
+                await task
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await reads.mget("reads:none")
+    finally:
+        await admin.aclose()
+
+
+async def test_a_user_without_a_password_is_who_the_connection_acts_as(
+    embedded_redis: str,
+) -> None:
+    """A URL naming a user and no password authenticates as that user (as redis-py does),
+    never as the default user: here one allowed to read only its own keys."""
+    admin = redis.asyncio.Redis.from_url(embedded_redis)
+    user = f"limited-{secrets.token_hex(3)}"
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", "nopass", "~allowed:*", "+mget", "+auth"
+    )
+    await admin.mset({"allowed:x": b"mine", "secret:x": b"not yours"})
+    path = embedded_redis.removeprefix("unix://")
+    limited = request_redis(f"unix://{user}@{path}", admin, timeout=TIMEOUT)
+    try:
+        assert await limited.mget("allowed:x") == [b"mine"]
+        with pytest.raises(ResponseError, match="NOPERM"):
+            await limited.mget("secret:x")
+    finally:
+        await limited.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
         await admin.aclose()
 
 
@@ -360,19 +405,79 @@ async def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
         await client.aclose()
 
 
-async def test_a_silent_server_is_left_after_a_timeout_and_the_next_read_connects_anew() -> None:
-    """A server that stopped answering (blackholed, say) would time out every read that
-    queued behind on its connection: the first timeout closes it."""
+async def test_a_connection_silent_past_its_limit_is_left_and_the_next_read_connects_anew() -> None:
+    """A server that stopped answering (blackholed, say) would time out every read on its
+    connection for ever: once nothing has come from it for the silence limit while a read
+    waited, the connection goes, and the next read makes another."""
     server = Misbehaving(None)
     async with server as url:
-        client = connect_cache(url)
-        reads = request_redis(url, client, timeout=0.2)
-        for _ in range(2):
+        reads = PipelinedRedis(parse_url(url), timeout=0.2, silence_limit=0.3)
+        for connections in (1, 1, 2):
             with pytest.raises(RedisTimeoutError):
-                await reads.mget("a")
-        assert server.connections == 2
+                await reads.mget("a")  # silent for 0.2 s, then 0.4 s: over the limit
+            assert server.connections == connections
         await reads.aclose()
-        await client.aclose()
+
+
+async def test_readers_arriving_while_a_connection_is_made_share_that_one_attempt() -> None:
+    """Eight first reads at once against a server that never answers the AUTH: one connection
+    attempt, which all eight wait for and fail with (not eight attempts, one after another)."""
+    server = Misbehaving(None)
+    async with server as url:
+        with_password = url.replace("redis://", "redis://:secret@")
+        reads = PipelinedRedis(parse_url(with_password), timeout=0.3)
+        outcomes = await asyncio.gather(
+            *(reads.mget("a") for _ in range(8)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, RedisTimeoutError) for outcome in outcomes), outcomes
+        assert server.connections == 1
+        await reads.aclose()
+
+
+def test_urls_asking_for_what_only_redis_py_does_go_through_redis_py() -> None:
+    client = connect_cache("redis://127.0.0.1:1/0")
+    for url in (
+        "rediss://127.0.0.1:1/0",
+        "redis://127.0.0.1:1/0?socket_timeout=5",
+        "redis://127.0.0.1:1/0?ssl_cert_reqs=none",
+        "redis://127.0.0.1:1/0?client_name=api",
+        "redis://127.0.0.1:1/0?protocol=3",
+    ):
+        assert isinstance(request_redis(url, client, timeout=1), ClientRedis), url
+    for url in ("redis://u:p@127.0.0.1:1/3", "unix:///tmp/redis.sock?db=2"):
+        assert isinstance(request_redis(url, client, timeout=1), PipelinedRedis), url
+
+
+def test_reads_on_uvloop_as_the_server_runs_them(embedded_redis: str) -> None:
+    """The same reply matching on uvloop's transports (the server's loop): concurrent reads
+    with their own values, one given up in between, across a pause."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        admin = connect_cache(embedded_redis)
+        values = {f"reads:uv{n}": b"%d" % n for n in range(20)}
+        await admin.mset(values)
+        reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
+        pause = Pause(embedded_redis)
+        try:
+            assert await reads.mget("reads:uv0") == [b"0"]
+            await pause.control.ping()
+            await pause(0.3)
+            tasks = [asyncio.create_task(reads.mget(key)) for key in values]
+            await asyncio.sleep(0.05)
+            tasks[7].cancel()
+            for n, task in enumerate(tasks):
+                if n == 7:
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                else:
+                    assert await task == [b"%d" % n]
+        finally:
+            await pause.control.aclose()
+            await reads.aclose()
+            await admin.aclose()
+
+    uvloop.run(scenario())
 
 
 async def test_nothing_listening_is_a_connection_error_and_closed_reads_refuse(

@@ -13,17 +13,19 @@ server sends several per write, and Redis reads them in one go). An MGET costs a
 and its timeout 5 µs more. Everything else (writes, transactions, pipelines) stays with
 redis-py.
 
-TLS connections (``rediss://``) go through redis-py, which owns the certificate options.
+A URL asking for TLS (``rediss://``) or any option the pipelined connection does not implement
+(socket timeouts or keepalive, a client name, RESP3) is served by redis-py instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import hiredis
 import redis.asyncio
@@ -58,10 +60,18 @@ class RequestRedis(Protocol):
     async def aclose(self) -> None: ...
 
 
+_PIPELINED_OPTIONS: Final = frozenset({"host", "port", "path", "db", "username", "password"})
+"""What a URL may say for the pipelined connection; a URL saying more (TLS, socket timeouts or
+keepalive, a client name, RESP3...) is served by redis-py, which implements every option."""
+
+
 def request_redis(url: str, client: redis.asyncio.Redis, *, timeout: float) -> RequestRedis:
-    """The commands for the Redis at `url`: pipelined, or through `client` over TLS."""
+    """The commands for the Redis at `url` (the URL `client` was made from): pipelined, or
+    through `client` when the URL asks for something only redis-py does."""
     options = parse_url(url)
-    if options.get("connection_class") is SSLConnection:
+    if options.get("connection_class") is SSLConnection or not set(options) <= (
+        _PIPELINED_OPTIONS | {"connection_class"}
+    ):
         return ClientRedis(client)
     return PipelinedRedis(options, timeout=timeout)
 
@@ -126,6 +136,8 @@ class _Replies(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._unsent: list[bytes] = []
         self.lost = False
+        self.heard_at = asyncio.get_running_loop().time()
+        """When Redis last sent anything (or the connection was made)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream connection's transport (uvloop's does not subclass asyncio's).
@@ -148,6 +160,7 @@ class _Replies(asyncio.Protocol):
             self._transport.write(b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
@@ -161,36 +174,48 @@ class _Replies(asyncio.Protocol):
         except (hiredis.ProtocolError, IndexError) as error:
             # Bytes that are not RESP, or a reply nobody asked for: nothing read on this
             # connection can be trusted to be whose it seems.
-            self.abort(RedisConnectionError(f"Redis sent what no command asked for: {error}"))
+            self.abort(f"Redis sent what no command asked for: {error}")
 
-    def abort(self, error: Exception) -> None:
+    def abort(self, why: str) -> None:
         """Close the connection at once and fail every command waiting on it."""
-        self._fail_waiting(error)
+        self._fail_waiting(why)
         if self._transport is not None:
             self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_waiting(RedisConnectionError(f"the Redis connection was lost ({exc!r})"))
+        self._fail_waiting(f"the Redis connection was lost ({exc!r})")
 
-    def _fail_waiting(self, error: Exception) -> None:
+    def _fail_waiting(self, why: str) -> None:
         self.lost = True
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(error)
+                # One exception each: a raised exception's traceback is its own.
+                waiter.set_exception(RedisConnectionError(why))
 
 
 class PipelinedRedis(_Commands):
     """The commands of the requests in flight over one connection, opened on first use and
-    again after it breaks. A command answered later than `timeout` fails with redis-py's
-    TimeoutError and closes the connection (a server that lags that far is treated as gone);
-    a broken connection fails its commands with redis-py's ConnectionError, as redis-py would."""
+    again after it breaks.
 
-    def __init__(self, options: ConnectKwargs, *, timeout: float) -> None:
+    Each command has `timeout` to be answered, counted from when it was sent, as with
+    redis-py: one that times out fails alone with redis-py's TimeoutError, and its reply, when
+    it comes, is taken off in its turn and dropped, so a stall shorter than that fails only
+    the commands it outlasts. A connection from which nothing at all has come for
+    `silence_limit` (default: four timeouts) while a command waited is taken for dead (a
+    server gone without a word, a connection dropped by a NAT while idle): it is closed,
+    failing the commands on it, and the next command connects again. A broken connection
+    fails its commands with redis-py's ConnectionError, as redis-py would. Callers that need a
+    connection while one is being made wait for that one attempt, and share its outcome."""
+
+    def __init__(
+        self, options: ConnectKwargs, *, timeout: float, silence_limit: float | None = None
+    ) -> None:
         self._options = options
         self._timeout = timeout
+        self._silence_limit = 4 * timeout if silence_limit is None else silence_limit
         self._replies: _Replies | None = None
-        self._opening = asyncio.Lock()
+        self._connecting: asyncio.Task[_Replies] | None = None
         self._closed = False
 
     async def _call(self, *words: str | bytes) -> Any:
@@ -202,18 +227,30 @@ class PipelinedRedis(_Commands):
             async with asyncio.timeout(self._timeout):
                 return await answer
         except TimeoutError:
-            replies.abort(RedisTimeoutError("an earlier Redis command timed out"))
+            silent = asyncio.get_running_loop().time() - replies.heard_at
+            if silent >= self._silence_limit:
+                replies.abort(f"Redis sent nothing for {silent:.2f} s: the connection is dead")
             raise RedisTimeoutError(f"Redis did not answer within {self._timeout} s") from None
 
     async def _open(self) -> _Replies:
-        async with self._opening:
-            if self._closed:
-                raise RedisConnectionError("the request path's Redis connection is closed")
-            replies = self._replies
-            if replies is not None and not replies.lost:
-                return replies  # opened by another caller while this one waited
-            self._replies = await self._connect()
-            return self._replies
+        if self._closed:
+            raise RedisConnectionError("the request path's Redis connection is closed")
+        connecting = self._connecting
+        if connecting is None:
+            connecting = self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            connecting.add_done_callback(self._connected)
+        # Shielded: a caller that gives up does not cancel the attempt the others wait for.
+        return await asyncio.shield(connecting)
+
+    def _connected(self, attempt: asyncio.Task[_Replies]) -> None:
+        self._connecting = None
+        if attempt.cancelled() or attempt.exception() is not None:
+            return
+        replies = attempt.result()
+        if self._closed:  # closed while connecting: nobody may use it
+            replies.abort("the request path's Redis connection was closed")
+        else:
+            self._replies = replies
 
     async def _connect(self) -> _Replies:
         loop = asyncio.get_running_loop()
@@ -228,10 +265,9 @@ class PipelinedRedis(_Commands):
                         _Replies, options.get("host", "localhost"), options.get("port", 6379)
                     )
                 setup: list[asyncio.Future[Any]] = []
-                password = options.get("password")
-                if password is not None:
-                    user = options.get("username")
-                    words = ("AUTH", user, password) if user else ("AUTH", password)
+                user, password = options.get("username"), options.get("password")
+                if user or password is not None:  # a user with no password too, as redis-py
+                    words = ("AUTH", user, password or "") if user else ("AUTH", password or "")
                     setup.append(replies.send(_command(*words)))
                 if options.get("db"):
                     setup.append(replies.send(_command("SELECT", str(options["db"]))))
@@ -239,7 +275,7 @@ class PipelinedRedis(_Commands):
                     await answer
         except BaseException as error:
             if replies is not None:
-                replies.abort(RedisConnectionError(f"setting up the connection failed: {error!r}"))
+                replies.abort(f"setting up the connection failed: {error!r}")
             if isinstance(error, TimeoutError):
                 raise RedisTimeoutError(f"Redis did not connect within {self._timeout} s") from None
             if isinstance(error, OSError):
@@ -248,10 +284,13 @@ class PipelinedRedis(_Commands):
         return replies
 
     async def aclose(self) -> None:
-        async with self._opening:
-            self._closed = True
-            if self._replies is not None:
-                self._replies.abort(
-                    RedisConnectionError("the request path's Redis connection was closed")
-                )
-                self._replies = None
+        """Close the connection, failing the commands waiting on it; no command is sent after.
+        A connection being made is closed as soon as it is made."""
+        self._closed = True
+        connecting = self._connecting
+        if connecting is not None:  # bounded by the timeout; closed by _connected if made
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connecting)
+        if self._replies is not None:
+            self._replies.abort("the request path's Redis connection was closed")
+            self._replies = None

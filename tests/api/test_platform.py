@@ -522,3 +522,15 @@ async def test_readyz_answers_for_postgres_redis_and_projection_lag(
     checks = {check["name"]: check for check in body["checks"]}
     assert checks["redis"]["ok"] is False
     assert checks["postgres"]["ok"] is True
+
+    # The request path's own connection alone failing: not ready either, since every
+    # authenticated request reads revocations through it.
+    nowhere = "redis://127.0.0.1:1/0"
+    half = dataclasses.replace(
+        services, request_redis=request_redis(nowhere, services.redis, timeout=SOCKET_TIMEOUT)
+    )
+    async with serve(half, tokens) as client:
+        unready = await client.get("/readyz")
+    await half.request_redis.aclose()
+    assert unready.status_code == 503
+    assert unready.json()["detail"] == "not ready: redis"
