@@ -101,7 +101,8 @@ class _Commands:
 
 
 class ClientRedis(_Commands):
-    """The commands through a redis-py client (for TLS). Closing it is its owner's business."""
+    """The commands through a redis-py client, for URLs the pipelined connection does not
+    serve (TLS, options it does not implement). Closing the client is its owner's business."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._client = client
@@ -266,7 +267,7 @@ class PipelinedRedis(_Commands):
                     )
                 setup: list[asyncio.Future[Any]] = []
                 user, password = options.get("username"), options.get("password")
-                if user or password is not None:  # a user with no password too, as redis-py
+                if user or password:  # as redis-py: a user with no password authenticates too
                     words = ("AUTH", user, password or "") if user else ("AUTH", password or "")
                     setup.append(replies.send(_command(*words)))
                 if options.get("db"):
