@@ -99,13 +99,13 @@ log = structlog.get_logger(__name__)
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-def connect_cache(url: str) -> redis.asyncio.Redis:
+def connect_cache(url: str, *, timeout: float = SOCKET_TIMEOUT) -> redis.asyncio.Redis:
     """A client for the cache: short timeouts and no retries, since PostgreSQL is always
     there to answer instead. Connects lazily, on the first command."""
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
         url,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=SOCKET_TIMEOUT,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
     )
     return client
