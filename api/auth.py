@@ -51,7 +51,7 @@ from commands.streams import StreamNameError, customer_stream, tenant_of
 from domain import DomainError, customer
 from domain.roles import Role, api_key_actor, is_api_key_actor
 from eventstore.store import TENANT_FORMAT, EventStore
-from valueledger.request_redis import ClientRedis, RequestRedis
+from projections.request_redis import ClientRedis, RequestRedis
 
 VENDOR: Final = "*"
 """The tenant claim of vendor staff (ADMIN), who act across tenants."""

@@ -42,7 +42,7 @@ from api.auth import COOKIE_NAME
 from api.common import Api, header
 from api.problems import ApiProblem, problem_response
 from projections.cache import REDIS_ERRORS
-from valueledger.request_redis import LuaScript, RequestRedis
+from projections.request_redis import LuaScript, RequestRedis
 
 MAX_JSON_DEPTH: Final = 32
 """Arrays and objects nested deeper than this (the body itself is level 1) are refused; the

@@ -61,7 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from eventstore.store import TENANT_FORMAT
-from valueledger.request_redis import ClientRedis, RequestRedis
+from projections.request_redis import ClientRedis, RequestRedis
 
 T = TypeVar("T")
 

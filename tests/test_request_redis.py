@@ -32,14 +32,14 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.cache import connect_cache
-from tests.conftest import RUN_ID, RedisBackend, closed_port
-from valueledger.request_redis import (
+from projections.request_redis import (
     ClientRedis,
     LuaScript,
     PipelinedRedis,
     RequestRedis,
     request_redis,
 )
+from tests.conftest import RUN_ID, RedisBackend, closed_port
 
 TIMEOUT = 2.0
 

@@ -16,8 +16,8 @@ import redis.asyncio
 from commands.personal_data import PersonalDataVault
 from eventstore.store import EventStore
 from projections.cache import SOCKET_TIMEOUT, ReadModelCache, connect_cache
+from projections.request_redis import RequestRedis, request_redis
 from valueledger.bootstrap import open_store
-from valueledger.request_redis import RequestRedis, request_redis
 from valueledger.settings import Settings
 
 
@@ -30,7 +30,7 @@ class Services:
     vault: PersonalDataVault
     redis: redis.asyncio.Redis
     request_redis: RequestRedis
-    """The same Redis for the request path's commands (see `valueledger.request_redis`)."""
+    """The same Redis for the request path's commands (see `projections.request_redis`)."""
     cache: ReadModelCache
 
     @property

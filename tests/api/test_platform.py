@@ -30,10 +30,10 @@ from domain.roles import Role
 from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import EventStore
 from projections.cache import SOCKET_TIMEOUT, connect_cache
+from projections.request_redis import request_redis
 from tests.api.conftest import bearer
 from tests.api.test_customers import registration
 from tests.conftest import client_address
-from valueledger.request_redis import request_redis
 from valueledger.services import Services
 
 Client = httpx.AsyncClient

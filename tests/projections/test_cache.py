@@ -30,9 +30,9 @@ from projections.cache import (
     connect_cache,
 )
 from projections.receipts import ReceiptsIndex
+from projections.request_redis import ClientRedis, RequestRedis, request_redis
 from projections.runner import ProjectionRunner
 from tests.conftest import RUN_ID, RedisBackend, closed_port, server_folder
-from valueledger.request_redis import ClientRedis, RequestRedis, request_redis
 from valueledger.servers import start_embedded_redis, stop_embedded
 
 TENANT = "acme"
