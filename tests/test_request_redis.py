@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import cast
 from urllib.parse import quote
 
@@ -184,6 +185,22 @@ async def paused(embedded_redis: str) -> AsyncIterator[Pause]:
     await pause.control.aclose()
 
 
+@asynccontextmanager
+async def pipelined(
+    url: str, answer_within: float = TIMEOUT
+) -> AsyncIterator[tuple[redis.asyncio.Redis, PipelinedRedis]]:
+    """redis-py on `url` (to arrange keys and look on) and the pipelined connection under
+    test, both closed after."""
+    admin = connect_cache(url)
+    reads = request_redis(url, admin, timeout=answer_within)
+    assert isinstance(reads, PipelinedRedis)
+    try:
+        yield admin, reads
+    finally:
+        await reads.aclose()
+        await admin.aclose()
+
+
 async def waiting_on(reads: PipelinedRedis, *keys: str) -> asyncio.Task[list[bytes | None]]:
     """A read sent and waiting for its reply."""
     task = asyncio.create_task(reads.mget(*keys))
@@ -195,13 +212,10 @@ async def waiting_on(reads: PipelinedRedis, *keys: str) -> asyncio.Task[list[byt
 async def test_replies_reach_their_own_readers_when_a_reader_in_between_gave_up(
     embedded_redis: str, paused: Pause
 ) -> None:
-    admin = connect_cache(embedded_redis)
-    await admin.mset({"reads:a": b"A", "reads:b": b"B", "reads:c": b"C"})
-    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
-    try:
+    async with pipelined(embedded_redis) as (admin, reads):
+        await admin.mset({"reads:a": b"A", "reads:b": b"B", "reads:c": b"C"})
         assert await reads.mget("reads:a") == [b"A"]  # connected
         await paused(0.5)
-        assert isinstance(reads, PipelinedRedis)
         first = await waiting_on(reads, "reads:a")
         gave_up = await waiting_on(reads, "reads:b")
         third = await waiting_on(reads, "reads:c", "reads:a")
@@ -211,19 +225,13 @@ async def test_replies_reach_their_own_readers_when_a_reader_in_between_gave_up(
         with pytest.raises(asyncio.CancelledError):
             await gave_up
         assert await reads.mget("reads:b") == [b"B"]  # B's reply was not left for this one
-    finally:
-        await reads.aclose()
-        await admin.aclose()
 
 
 async def test_a_connection_cut_fails_its_waiting_reads_and_the_next_read_connects_again(
     embedded_redis: str, paused: Pause
 ) -> None:
-    admin = connect_cache(embedded_redis)
-    await admin.set("reads:cut", b"still here")
-    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
-    try:
-        assert isinstance(reads, PipelinedRedis)
+    async with pipelined(embedded_redis) as (admin, reads):
+        await admin.set("reads:cut", b"still here")
         assert await reads.mget("reads:cut") == [b"still here"]
         await paused(0.5)
         waiting = await waiting_on(reads, "reads:cut")
@@ -232,9 +240,6 @@ async def test_a_connection_cut_fails_its_waiting_reads_and_the_next_read_connec
         with pytest.raises(RedisConnectionError):
             await waiting
         assert await reads.mget("reads:cut") == [b"still here"]
-    finally:
-        await reads.aclose()
-        await admin.aclose()
 
 
 async def test_a_stall_fails_only_the_reads_it_outlasts_and_keeps_the_connection(
@@ -243,10 +248,8 @@ async def test_a_stall_fails_only_the_reads_it_outlasts_and_keeps_the_connection
     """Each read has the timeout from when it was sent, as with redis-py: Redis holding every
     reply back for 1.3 s fails a read sent at the start (1 s timeout), not one sent 0.6 s
     later, which gets its own value once Redis answers, on the same connection."""
-    admin = connect_cache(embedded_redis)
-    await admin.mset({"reads:early": b"early", "reads:later": b"later"})
-    reads = request_redis(embedded_redis, admin, timeout=1.0)
-    try:
+    async with pipelined(embedded_redis, answer_within=1.0) as (admin, reads):
+        await admin.mset({"reads:early": b"early", "reads:later": b"later"})
         assert await reads.mget("reads:early") == [b"early"]
         clients = len(await admin.client_list())
         await paused(1.3)
@@ -258,18 +261,12 @@ async def test_a_stall_fails_only_the_reads_it_outlasts_and_keeps_the_connection
         assert await later == [b"later"]
         assert await reads.mget("reads:early") == [b"early"]  # the late reply was dropped
         assert len(await admin.client_list()) == clients
-    finally:
-        await reads.aclose()
-        await admin.aclose()
 
 
 async def test_closing_fails_the_reads_in_flight_and_refuses_later_ones(
     embedded_redis: str, paused: Pause
 ) -> None:
-    admin = connect_cache(embedded_redis)
-    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
-    try:
-        assert isinstance(reads, PipelinedRedis)
+    async with pipelined(embedded_redis) as (_, reads):
         assert await reads.mget("reads:none") == [None]
         await paused(0.5)
         waiting = [await waiting_on(reads, "reads:none") for _ in range(2)]
@@ -279,8 +276,6 @@ async def test_closing_fails_the_reads_in_flight_and_refuses_later_ones(
                 await task
         with pytest.raises(RedisConnectionError, match="closed"):
             await reads.mget("reads:none")
-    finally:
-        await admin.aclose()
 
 
 async def test_a_user_without_a_password_is_who_the_connection_acts_as(
@@ -381,28 +376,23 @@ class Misbehaving:
 
 
 async def test_bytes_that_are_not_resp_fail_the_read() -> None:
-    async with Misbehaving(b"HTTP/1.1 400 Bad Request\r\n\r\n") as url:
-        client = connect_cache(url)
-        reads = request_redis(url, client, timeout=TIMEOUT)
+    async with (
+        Misbehaving(b"HTTP/1.1 400 Bad Request\r\n\r\n") as url,
+        pipelined(url) as (_, reads),
+    ):
         with pytest.raises(RedisConnectionError, match="no command asked for"):
             await reads.mget("a")
-        await reads.aclose()
-        await client.aclose()
 
 
 async def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
     """One command, two replies: the second cannot be anyone's, and a later read must never
     be answered with it, so the connection goes and the next read opens another."""
     server = Misbehaving(b"*1\r\n$1\r\nx\r\n*1\r\n$1\r\ny\r\n")
-    async with server as url:
-        client = connect_cache(url)
-        reads = request_redis(url, client, timeout=TIMEOUT)
+    async with server as url, pipelined(url) as (_, reads):
         assert await reads.mget("a") == [b"x"]
         await asyncio.sleep(0.05)  # the unasked-for reply arrives
         assert await reads.mget("a") == [b"x"]  # not [b"y"]: from a new connection
         assert server.connections == 2
-        await reads.aclose()
-        await client.aclose()
 
 
 async def test_a_connection_silent_past_its_limit_is_left_and_the_next_read_connects_anew() -> None:
@@ -454,12 +444,10 @@ def test_reads_on_uvloop_as_the_server_runs_them(embedded_redis: str) -> None:
     uvloop = pytest.importorskip("uvloop")
 
     async def scenario() -> None:
-        admin = connect_cache(embedded_redis)
         values = {f"reads:uv{n}": b"%d" % n for n in range(20)}
-        await admin.mset(values)
-        reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
         pause = Pause(embedded_redis)
-        try:
+        async with pipelined(embedded_redis) as (admin, reads), pause.control:
+            await admin.mset(values)
             assert await reads.mget("reads:uv0") == [b"0"]
             await pause.control.ping()
             await pause(0.3)
@@ -472,10 +460,6 @@ def test_reads_on_uvloop_as_the_server_runs_them(embedded_redis: str) -> None:
                         await task
                 else:
                     assert await task == [b"%d" % n]
-        finally:
-            await pause.control.aclose()
-            await reads.aclose()
-            await admin.aclose()
 
     uvloop.run(scenario())
 
@@ -483,18 +467,12 @@ def test_reads_on_uvloop_as_the_server_runs_them(embedded_redis: str) -> None:
 async def test_nothing_listening_is_a_connection_error_and_closed_reads_refuse(
     embedded_redis: str,
 ) -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0"
-    client = connect_cache(url)
-    nowhere = request_redis(url, client, timeout=TIMEOUT)
-    with pytest.raises(RedisConnectionError):
-        await nowhere.mget("a")
-    await nowhere.aclose()
-    await client.aclose()
+    async with pipelined(f"redis://127.0.0.1:{closed_port()}/0") as (_, nowhere):
+        with pytest.raises(RedisConnectionError):
+            await nowhere.mget("a")
 
-    admin = connect_cache(embedded_redis)
-    reads = request_redis(embedded_redis, admin, timeout=TIMEOUT)
-    assert await reads.mget("reads:none") == [None]
-    await reads.aclose()
-    with pytest.raises(RedisConnectionError, match="closed"):
-        await reads.mget("reads:none")
-    await admin.aclose()
+    async with pipelined(embedded_redis) as (_, reads):
+        assert await reads.mget("reads:none") == [None]
+        await reads.aclose()
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await reads.mget("reads:none")
