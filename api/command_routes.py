@@ -33,7 +33,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from api.auth import Principal
+from api.auth import Principal, end_sessions_after
 from api.common import Accepted, accepted, api_of, expected_version, now, trace_of
 from api.policy import POLICY
 from api.problems import MEDIA_TYPE, Problem
@@ -46,7 +46,7 @@ from commands.customer import handle_customer
 from commands.customer import issue_api_key as make_api_key
 from commands.definition import handle_definition
 from commands.golive import handle_billing
-from commands.handling import load
+from commands.handling import Outcome, load
 from commands.personal_data import PersonalDataVault, sealing_key_of
 from commands.setup import handle_setup
 from commands.streams import (
@@ -402,6 +402,23 @@ async def registered_account(
     return account
 
 
+async def decide_for_customer(
+    request: Request[Any, Any, Any], command: customer.Command
+) -> Outcome[customer.CustomerAccount, customer.Event]:
+    """Decide a command on the customer's account, then end the sessions its events take
+    away (a role changed, access revoked, the customer suspended): every account route goes
+    through here, so none can record such an event and leave the old tokens working."""
+    api = api_of(request)
+    outcome = await handle_customer(
+        api.services.store,
+        command,
+        trace=trace_of(request),
+        expected_version=expected_version(request),
+    )
+    await end_sessions_after(api.tokens, outcome.events, now())
+    return outcome
+
+
 def etagged(content: Any, version: int) -> Response[Any]:
     return Response(content, headers={"ETag": f'"{version}"'})
 
@@ -419,7 +436,6 @@ async def change_user_role(
 ) -> Response[Accepted]:
     """Replace the user's role. Their tokens issued until now stop working, so they act in
     the new role from their next login."""
-    api = api_of(request)
     command = customer.ChangeUserRole(
         customer_id=customer_id,
         user_id=user_id,
@@ -428,14 +444,7 @@ async def change_user_role(
         by=principal.user,
         by_role=principal.role,
     )
-    outcome = await handle_customer(
-        api.services.store,
-        command,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    await api.tokens.revoke_user(customer_id, user_id, now())
-    return accepted(outcome)
+    return accepted(await decide_for_customer(request, command))
 
 
 @command(
@@ -448,7 +457,6 @@ async def revoke_user_access(
     user_id: FromPath[str],
 ) -> Response[Accepted]:
     """Take away the user's role and all access to the customer; their tokens stop working."""
-    api = api_of(request)
     command = customer.RevokeUserAccess(
         customer_id=customer_id,
         user_id=user_id,
@@ -456,14 +464,7 @@ async def revoke_user_access(
         by=principal.user,
         by_role=principal.role,
     )
-    outcome = await handle_customer(
-        api.services.store,
-        command,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    await api.tokens.revoke_user(customer_id, user_id, now())
-    return accepted(outcome)
+    return accepted(await decide_for_customer(request, command))
 
 
 @command("/v1/customers/{customer_id:str}/billing-contact", summary="Change the billing contact")
@@ -489,13 +490,7 @@ async def change_billing_contact(
         by=principal.user,
         by_role=principal.role,
     )
-    outcome = await handle_customer(
-        api_of(request).services.store,
-        command,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    return accepted(outcome)
+    return accepted(await decide_for_customer(request, command))
 
 
 @command("/v1/customers/{customer_id:str}/api-keys", summary="Issue an API key")
@@ -540,13 +535,7 @@ async def revoke_api_key(
         by=principal.user,
         by_role=principal.role,
     )
-    outcome = await handle_customer(
-        api_of(request).services.store,
-        command,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    return accepted(outcome)
+    return accepted(await decide_for_customer(request, command))
 
 
 @command("/v1/customers/{customer_id:str}/suspend", summary="Suspend a customer")
@@ -566,13 +555,7 @@ async def suspend_customer(
         by=principal.user,
         by_role=principal.role,
     )
-    outcome = await handle_customer(
-        api_of(request).services.store,
-        command,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    return accepted(outcome)
+    return accepted(await decide_for_customer(request, command))
 
 
 @command("/v1/customers/{customer_id:str}/reactivate", summary="Reactivate a customer")
@@ -590,13 +573,7 @@ async def reactivate_customer(
         by=principal.user,
         by_role=principal.role,
     )
-    outcome = await handle_customer(
-        api_of(request).services.store,
-        command,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    return accepted(outcome)
+    return accepted(await decide_for_customer(request, command))
 
 
 # --- the setup wizard ---------------------------------------------------------------------------
