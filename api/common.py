@@ -69,21 +69,43 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def presented_credential(scope: Scope) -> tuple[str, str] | None:
+    """What the request presents to authenticate, as authentication reads it: the
+    Authorization header's scheme in lower case and its value without surrounding spaces
+    (``("bearer", token)``, ``("apikey", key)``...), else ``("cookie", token)`` for the session
+    cookie, else None. Every spelling that authenticates as one credential (``bearer x``,
+    ``Bearer  x``) reads as the same pair, so what is counted or kept per credential cannot be
+    dodged by respelling the header."""
+    authorization = header(scope, b"authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        return scheme.lower(), value.strip()
+    cookies = header(scope, b"cookie")
+    if cookies:
+        for part in cookies.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE_NAME and value:
+                return "cookie", value
+    return None
+
+
 async def authenticate(request: Request[Any, Any, Any]) -> Principal:
-    """The caller's principal, from `Authorization: Bearer` or the session cookie."""
+    """The caller's principal, from `Authorization: Bearer`, `Authorization: ApiKey` or the
+    session cookie."""
     api: Api = request.app.state.api
-    authorization = header(request.scope, b"authorization")
+    presented = presented_credential(request.scope)
     try:
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() == "apikey":
+        match presented:
+            case None:
+                pass
+            case ("apikey", _):
                 return await authenticate_api_key(request)
-            if scheme.lower() != "bearer" or not token:
+            case ("bearer", token) if token:
+                return await _verify(request, api, token, "bearer")
+            case ("cookie", token):
+                return await _verify(request, api, token, "cookie")
+            case _:
                 raise AuthenticationError("use 'Authorization: Bearer <token>'")
-            return await _verify(request, api, token.strip(), "bearer")
-        cookie = request.cookies.get(COOKIE_NAME)
-        if cookie:
-            return await _verify(request, api, cookie, "cookie")
     except AuthenticationError as error:
         raise NotAuthorizedException(detail=str(error)) from None
     raise NotAuthorizedException(detail="log in first: send a bearer token or the session cookie")

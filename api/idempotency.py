@@ -2,9 +2,13 @@
 answered, not done twice.
 
 A POST may carry ``Idempotency-Key`` (1 to 255 printable ASCII characters; the draft's quoted
-form ``"key"`` is accepted too). Keys are scoped by the caller's credential (a hash of the
-Authorization header or session cookie, never the token) and live in Redis under the
-service's cache prefix. The request's fingerprint is SHA-256 of method, path, query and body.
+form ``"key"`` is accepted too). Keys belong to the authenticated caller (a hash of its tenant
+and user id, or of its API key's), not to the token: a client that logs in again and retries
+with a new token still gets the first answer, for the whole 24 hours, while no other caller
+can ever reach it. A request whose credential does not authenticate is passed on untouched
+(the route answers 401); one with no credential at all shares the anonymous scope. Keys live in
+Redis under the service's cache prefix. The request's fingerprint is SHA-256 of method, path,
+query and body.
 
 * The first request takes the key with SET NX, as a *running* marker that expires after
   RUNNING_TTL seconds (so a crashed process cannot lock a key for a day), and runs.
@@ -37,14 +41,16 @@ from typing import Final, Literal
 
 import msgspec
 import structlog
+from litestar import Request
+from litestar.exceptions import NotAuthorizedException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
+from api.common import authenticate, presented_credential
 from api.problems import ApiProblem
 from api.ratelimit import (
     ClientGoneError,
     api_of_scope,
-    credential_of,
     header,
     read_body,
     replaying,
@@ -124,10 +130,28 @@ def fingerprint(scope: Scope, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def entry_key(prefix: str, credential: str | None, key: str) -> str:
-    """The Redis key of an Idempotency-Key sent with `credential` (see `credential_of`)."""
+def entry_key(prefix: str, caller: str, key: str) -> str:
+    """The Redis key of an Idempotency-Key sent by `caller` (see `caller_of`)."""
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"{prefix}:idem:{(credential or 'anonymous')[:40]}:{digest}"
+    return f"{prefix}:idem:{caller[:40]}:{digest}"
+
+
+async def caller_of(scope: Scope) -> str | None:
+    """Whose the request's keys are: a hash of its authenticated caller's tenant and user id
+    (an API key is a user of its own), ``anonymous`` when it presents no credential, None when
+    its credential does not authenticate (the route will answer 401, which is never kept)."""
+    if presented_credential(scope) is None:
+        return "anonymous"
+    try:
+        principal = await authenticate(Request(scope))
+    except NotAuthorizedException:
+        return None
+    return caller_name(principal.tenant, principal.user)
+
+
+def caller_name(tenant: str, user: str) -> str:
+    """The caller's name in its keys: it reveals neither the user nor any credential."""
+    return hashlib.sha256(f"{tenant}\0{user}".encode()).hexdigest()
 
 
 def _problem(status: int, kind: str, title: str, detail: str, retry: bool = False) -> ApiProblem:
@@ -168,7 +192,11 @@ class IdempotencyMiddleware:
             body = await read_body(receive, None)  # already bounded by BodyLimitsMiddleware
         except ClientGoneError:
             return
-        await Idempotent(self.app, scope, key, fingerprint(scope, body)).run(
+        caller = await caller_of(scope)
+        if caller is None:
+            await self.app(scope, replaying(body, receive), send)
+            return
+        await Idempotent(self.app, scope, key, caller, fingerprint(scope, body)).run(
             replaying(body, receive), send
         )
 
@@ -176,12 +204,14 @@ class IdempotencyMiddleware:
 class Idempotent:
     """One POST with an Idempotency-Key, from taking the key to keeping the answer."""
 
-    def __init__(self, app: ASGIApp, scope: Scope, key: str, request_print: str) -> None:
+    def __init__(
+        self, app: ASGIApp, scope: Scope, key: str, caller: str, request_print: str
+    ) -> None:
         services = api_of_scope(scope).services
         self.app = app
         self.scope = scope
         self.redis = services.redis
-        self.redis_key = entry_key(services.settings.cache_prefix, credential_of(scope), key)
+        self.redis_key = entry_key(services.settings.cache_prefix, caller, key)
         self.fingerprint = request_print
         self.marker = _ENCODER.encode(
             KeptEntry(state="running", fingerprint=request_print, owner=secrets.token_hex(16))

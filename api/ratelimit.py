@@ -5,8 +5,11 @@ Rate limits are fixed windows counted in Redis by one Lua script (INCR, and PEXP
 window opens), so several API processes share one count and no increment is lost between
 them. A window opens with a key's first request and lasts `window_seconds`; a request over a
 limit gets 429 with Retry-After, the seconds until its window closes. Counting is per
-credential (a hash of the Authorization header or of the session cookie, never the token)
-and per client address (for IPv6, per /64, which one subscriber usually holds whole).
+credential (a hash of the token or API key as authentication reads it, whatever the header's
+spelling and whether a token comes as a bearer token or as the session cookie) and per client
+address (for IPv6, per /64, which one subscriber usually holds whole). The credential is
+counted before it is checked, so a flood of bad tokens counts against its address; a new
+login is a new token, and logins are limited per address like any request.
 
 The client address is the socket's peer. Only when that peer is a trusted proxy
 (VALUELEDGER_TRUSTED_PROXIES) is X-Forwarded-For read, from the right: the first address not
@@ -38,8 +41,7 @@ from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
-from api.auth import COOKIE_NAME
-from api.common import Api, header
+from api.common import Api, header, presented_credential
 from api.problems import ApiProblem, problem_response
 from projections.cache import REDIS_ERRORS
 from projections.request_redis import LuaScript, RequestRedis
@@ -141,17 +143,14 @@ def parse_networks(text: str) -> tuple[IpNetwork, ...]:
 
 def credential_of(scope: Scope) -> str | None:
     """A stable name for the caller's credential that reveals nothing of it: SHA-256 of the
-    Authorization header, else of the session cookie; None for an anonymous request."""
-    authorization = header(scope, b"authorization")
-    if authorization:
-        return hashlib.sha256(b"authorization\0" + authorization.encode("latin-1")).hexdigest()
-    cookies = header(scope, b"cookie")
-    if cookies:
-        for part in cookies.split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE_NAME and value:
-                return hashlib.sha256(b"cookie\0" + value.encode("latin-1")).hexdigest()
-    return None
+    credential as authentication reads it (a token is one credential whether it comes as a
+    bearer token or as the session cookie); None for an anonymous request."""
+    presented = presented_credential(scope)
+    if presented is None:
+        return None
+    scheme, value = presented
+    kind = "token" if scheme in ("bearer", "cookie") else scheme
+    return hashlib.sha256(f"{kind}\0{value}".encode("latin-1", "replace")).hexdigest()
 
 
 def _parse_address(text: str) -> IpAddress | None:

@@ -21,11 +21,11 @@ from litestar import Request
 from prometheus_client import REGISTRY
 
 from api.app import create_app
-from api.auth import TokenService
-from api.idempotency import KEEP_TTL, KeptEntry, entry_key, parse_key
+from api.auth import COOKIE_NAME, VENDOR, TokenService
+from api.idempotency import KEEP_TTL, KeptEntry, caller_name, entry_key, parse_key
 from api.observability import configure_logging, redact_secrets
 from api.problems import problem_for
-from api.ratelimit import RateLimitSettings, credential_of, json_depth_exceeds, parse_networks
+from api.ratelimit import RateLimitSettings, json_depth_exceeds, parse_networks
 from domain.roles import Role
 from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import EventStore
@@ -84,7 +84,7 @@ async def test_a_retried_post_is_replayed_not_run_again(
     assert "idempotent-replayed" not in plain.headers
 
 
-async def test_keys_are_scoped_by_credential_and_kept_a_day(
+async def test_keys_belong_to_the_caller_not_the_token_and_are_kept_a_day(
     client: Client, tokens: TokenService, tenant: str, services: Services
 ) -> None:
     key = f"reg-{tenant}"
@@ -94,14 +94,33 @@ async def test_keys_are_scoped_by_credential_and_kept_a_day(
         "/v1/customers", json=registration(tenant), headers={**first, "Idempotency-Key": key}
     )
     assert answer.status_code == 201
-    # Another credential's same key is another key: it runs (and meets the duplicate).
+    # Another caller's same key is another key: it runs (and meets the duplicate).
     other = await client.post(
         "/v1/customers", json=registration(tenant), headers={**second, "Idempotency-Key": key}
     )
     assert other.status_code == 422
     assert other.json()["type"].endswith("/customer-already-registered"), other.text
+    # The same caller retrying after logging in again (a new token), or spelling the header
+    # another way, gets the first answer.
+    token = first["Authorization"].removeprefix("Bearer ")
+    for retry in (
+        bearer(tokens, "staff-a", "*", Role.ADMIN),
+        {"Authorization": f"bearer  {token}"},
+    ):
+        assert retry["Authorization"] != first["Authorization"]
+        again = await client.post(
+            "/v1/customers", json=registration(tenant), headers={**retry, "Idempotency-Key": key}
+        )
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == answer.content
+    # A credential that does not authenticate reaches nobody's answers: the route says 401.
+    forged = {"Authorization": f"Bearer {token[:-2]}xx", "Idempotency-Key": key}
+    refused = await client.post("/v1/customers", json=registration(tenant), headers=forged)
+    assert refused.status_code == 401
+    assert "idempotent-replayed" not in refused.headers
 
-    name = kept_under(services, first, key)
+    name = entry_key(services.settings.cache_prefix, caller_name("*", "staff-a"), key)
     assert KEEP_TTL - 60 < await services.redis.ttl(name) <= KEEP_TTL
     kept = await services.redis.get(name)
     assert kept is not None
@@ -109,11 +128,7 @@ async def test_keys_are_scoped_by_credential_and_kept_a_day(
         token = headers["Authorization"].removeprefix("Bearer ")
         assert token not in name
         assert token.encode() not in kept
-
-
-def kept_under(services: Services, headers: dict[str, str], key: str) -> str:
-    scope: Any = {"headers": [(b"authorization", headers["Authorization"].encode())]}
-    return entry_key(services.settings.cache_prefix, credential_of(scope), key)
+    assert "staff-a" not in name
 
 
 async def test_the_same_key_while_the_first_runs_is_409(
@@ -144,7 +159,7 @@ async def test_a_running_marker_of_another_process_holds_the_key(
     body = registration(tenant)
     headers = {**staff, "Idempotency-Key": "held"}
     assert (await client.post("/v1/customers", json=body, headers=headers)).status_code == 201
-    name = kept_under(services, staff, "held")
+    name = entry_key(services.settings.cache_prefix, caller_name(VENDOR, "staff-1"), "held")
     raw = await services.redis.get(name)
     assert isinstance(raw, bytes)
     kept = msgspec.msgpack.decode(raw, type=KeptEntry)
@@ -311,6 +326,16 @@ async def test_a_credential_is_limited_from_every_address(
     assert [answer.status_code for answer in statuses[:2]] == [404, 404]  # no such customer
     assert statuses[2].status_code == 429
     assert "credential" in statuses[2].json()["detail"]
+    # The same token spelled another way, or sent as the session cookie, is the same credential.
+    token = headers["Authorization"].removeprefix("Bearer ")
+    for respelled in (
+        {"Authorization": f"bearer  {token}"},
+        {"Authorization": f"BEARER {token} "},
+        {"Cookie": f"{COOKIE_NAME}={token}"},
+    ):
+        async with serve(services, tokens, peer=client_address()) as client:
+            limited = await client.get(f"/v1/customers/{tenant}", headers=respelled)
+        assert limited.status_code == 429, (respelled, limited.text)
 
 
 async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
