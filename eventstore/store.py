@@ -99,6 +99,39 @@ class Metadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trace_id: str | None = None
 
 
+_TRACE_FIELDS: Final = tuple(name for name in Metadata.__struct_fields__ if name != "actor")
+
+
+def _check_meta_shape(metadata: object) -> None:
+    """Refuse metadata that would be signed in a shape docs/receipts.md section 3.1 forbids.
+
+    Structs check no types when built in Python, so `Actor(user=5, role=None)` or a dict as the
+    actor would otherwise reach the ledger. Exact Struct types, since a subclass could carry
+    members the format does not have; strings may be str subclasses (a StrEnum role), which
+    are stored as plain strings. Whether the strings are in the value domain (no U+0000, no
+    lone surrogate) is canonical_json's to say, with the same paths.
+    """
+    if type(metadata) is not Metadata:
+        raise InvalidAppendError(
+            f"meta: must be a Metadata (actor, correlation_id, causation_id, trace_id), "
+            f"not {type(metadata).__name__}"
+        )
+    actor = metadata.actor
+    if type(actor) is not Actor:
+        raise InvalidAppendError(
+            f"meta.actor: must be an Actor (user, role), not {type(actor).__name__}"
+        )
+    for name, value in (("actor.user", actor.user), ("actor.role", actor.role)):
+        if not isinstance(value, str):
+            raise InvalidAppendError(f"meta.{name}: must be a string, not {type(value).__name__}")
+    for name in _TRACE_FIELDS:
+        value = getattr(metadata, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidAppendError(
+                f"meta.{name}: must be a string or None, not {type(value).__name__}"
+            )
+
+
 class NewEvent(msgspec.Struct, frozen=True):
     type: str
     data: Any
@@ -581,8 +614,7 @@ class EventStore:
             )
         if idempotency_key is not None and not IDEMPOTENCY_KEY_FORMAT.match(idempotency_key):
             raise InvalidAppendError("idempotency key must be 1-200 printable ASCII characters")
-        if not isinstance(metadata, Metadata):
-            raise InvalidAppendError("metadata must be a Metadata (actor, correlation...)")
+        _check_meta_shape(metadata)
         try:
             meta_json = canonical_json(msgspec.to_builtins(metadata), "meta", depth=1)
             types, type_jsons, data_jsons = [], [], []
