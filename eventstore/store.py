@@ -24,7 +24,7 @@ import enum
 import hashlib
 import re
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1487,11 +1487,12 @@ class EventStore:
 
     async def subscribe(
         self, after: Cursor = START, batch_size: int = 500
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Every committed event after `after`, exactly once, in commit-safe order, forever.
 
         Woken by LISTEN/NOTIFY; polls every poll_interval as well, so a lost notification or a
-        dropped listening connection only delays delivery, never loses events.
+        dropped listening connection only delays delivery, never loses events. Close it
+        (`aclose`, `contextlib.aclosing`) to give its listening connection back at once.
         """
         wake = asyncio.Event()
 
@@ -1528,7 +1529,13 @@ class EventStore:
                 settle = min(settle * 2, self._poll_interval)
         finally:
             if listener is not None:
-                await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                try:
+                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    # Its session ended (the pool may have taken it back already): a lost
+                    # listener only ever delays events, and must not fail the subscription's end.
+                    if _is_open(listener):
+                        listener.terminate()
                 await self._pool.release(listener)
 
     async def close(self) -> None:
