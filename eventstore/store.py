@@ -24,7 +24,7 @@ import enum
 import hashlib
 import re
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +97,39 @@ class Metadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     correlation_id: str | None = None
     causation_id: str | None = None
     trace_id: str | None = None
+
+
+_TRACE_FIELDS: Final = tuple(name for name in Metadata.__struct_fields__ if name != "actor")
+
+
+def _check_meta_shape(metadata: object) -> None:
+    """Refuse metadata that would be signed in a shape docs/receipts.md section 3.1 forbids.
+
+    Structs check no types when built in Python, so `Actor(user=5, role=None)` or a dict as the
+    actor would otherwise reach the ledger. Exact Struct types, since a subclass could carry
+    members the format does not have; strings may be str subclasses (a StrEnum role), which
+    are stored as plain strings. Whether the strings are in the value domain (no U+0000, no
+    lone surrogate) is canonical_json's to say, with the same paths.
+    """
+    if type(metadata) is not Metadata:
+        raise InvalidAppendError(
+            f"meta: must be a Metadata (actor, correlation_id, causation_id, trace_id), "
+            f"not {type(metadata).__name__}"
+        )
+    actor = metadata.actor
+    if type(actor) is not Actor:
+        raise InvalidAppendError(
+            f"meta.actor: must be an Actor (user, role), not {type(actor).__name__}"
+        )
+    for name, value in (("actor.user", actor.user), ("actor.role", actor.role)):
+        if not isinstance(value, str):
+            raise InvalidAppendError(f"meta.{name}: must be a string, not {type(value).__name__}")
+    for name in _TRACE_FIELDS:
+        value = getattr(metadata, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidAppendError(
+                f"meta.{name}: must be a string or None, not {type(value).__name__}"
+            )
 
 
 class NewEvent(msgspec.Struct, frozen=True):
@@ -581,8 +614,7 @@ class EventStore:
             )
         if idempotency_key is not None and not IDEMPOTENCY_KEY_FORMAT.match(idempotency_key):
             raise InvalidAppendError("idempotency key must be 1-200 printable ASCII characters")
-        if not isinstance(metadata, Metadata):
-            raise InvalidAppendError("metadata must be a Metadata (actor, correlation...)")
+        _check_meta_shape(metadata)
         try:
             meta_json = canonical_json(msgspec.to_builtins(metadata), "meta", depth=1)
             types, type_jsons, data_jsons = [], [], []
@@ -1455,11 +1487,12 @@ class EventStore:
 
     async def subscribe(
         self, after: Cursor = START, batch_size: int = 500
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Every committed event after `after`, exactly once, in commit-safe order, forever.
 
         Woken by LISTEN/NOTIFY; polls every poll_interval as well, so a lost notification or a
-        dropped listening connection only delays delivery, never loses events.
+        dropped listening connection only delays delivery, never loses events. Close it
+        (`aclose`, `contextlib.aclosing`) to give its listening connection back at once.
         """
         wake = asyncio.Event()
 
@@ -1496,7 +1529,13 @@ class EventStore:
                 settle = min(settle * 2, self._poll_interval)
         finally:
             if listener is not None:
-                await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                try:
+                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    # Its session ended (the pool may have taken it back already): a lost
+                    # listener only ever delays events, and must not fail the subscription's end.
+                    if _is_open(listener):
+                        listener.terminate()
                 await self._pool.release(listener)
 
     async def close(self) -> None:

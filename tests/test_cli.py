@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from eventstore.db import apply_schema
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
-from tests.conftest import FreshDatabases, invoke
+from tests.conftest import FreshDatabases, closed_port, invoke
 from valueledger.cli import main
 from valueledger.serve import event_loop_factory, http_parser
 
@@ -110,6 +110,26 @@ def test_a_key_file_that_is_not_a_key_is_one_line(
     result = CliRunner().invoke(main, ["verify", "--key", str(junk)], env=env)
     assert result.exit_code == 2
     assert result.output.startswith("valueledger: not a PEM public key")
+
+
+async def test_demo_against_no_api_names_it_without_its_secrets(
+    main_server: FreshDatabases, key_folder: Path
+) -> None:
+    """The one-line error shows the API's URL so the operator can tell which one, but not the
+    password or token it may carry."""
+    env = {
+        "DATABASE_URL": await main_server.create("demo_no_api"),
+        "REDIS_URL": None,
+        "VALUELEDGER_DATA_DIR": str(key_folder),
+        "VALUELEDGER_SIGNING_KEY": str(key_folder / "signing-key.pem"),
+    }
+    port = closed_port()
+    api = f"http://staff:hunter2@127.0.0.1:{port}/?access_token=s3cret-t0ken"
+    result = await invoke(["demo", "--url", api], env)
+    assert result.exit_code == 2, result.output
+    assert f"no valueledger API answers at http://staff:***@127.0.0.1:{port}/" in result.output
+    assert "hunter2" not in result.output
+    assert "s3cret-t0ken" not in result.output
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:

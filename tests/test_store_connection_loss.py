@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -240,6 +240,68 @@ async def test_a_writer_session_ended_between_rounds_is_replaced(
             await store.append(f"{tenant}-s", [NewEvent("B", {})], ANY, tenant, meta)
         assert [e.type for e in await store.read_tenant(tenant)] == ["A", "B", "B"]
     assert await verified_records(own_database, [tenant]) == 3
+
+
+async def _listening_pid(admin: asyncpg.Connection) -> int:
+    """The session of this database that LISTENs (a subscriber's), once it does."""
+    for _ in range(1000):
+        pid: int | None = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("the subscriber never listened")
+
+
+async def test_a_subscriber_whose_listening_session_ended_gets_every_event_by_polling(
+    own_database: str, key_folder: Path, meta: Metadata
+) -> None:
+    """Issue #2 section 4: subscribe is woken by LISTEN/NOTIFY, with a polling fallback. Its
+    listening session is ended from the server's side, so no notification can reach it again;
+    round after round, every event appended still arrives, in order, from polling alone."""
+    tenant = _tenant()
+    async with store_on(own_database, key_folder) as writer:
+        subscriber = EventStore(writer.pool, writer.signing_key, poll_interval=0.05)
+        arrived: asyncio.Queue[RecordedEvent] = asyncio.Queue()
+
+        async def follow() -> None:
+            async with aclosing(subscriber.subscribe()) as events:
+                async for event in events:
+                    await arrived.put(event)
+
+        follower = asyncio.create_task(follow())
+        admin = await asyncpg.connect(own_database)
+        try:
+            listener = await _listening_pid(admin)
+            assert await admin.fetchval("SELECT pg_terminate_backend($1, 5000)", listener)
+            sent: list[RecordedEvent] = []
+            for round_ in range(3):
+                appended = await writer.append(
+                    f"{tenant}-s",
+                    [NewEvent("A", {"round": round_}), NewEvent("B", {})],
+                    ANY,
+                    tenant,
+                    meta,
+                )
+                sent.extend(appended)
+                # A bound on the wait, so that a subscriber that never polls fails the test
+                # instead of hanging it; not a measure of how soon events arrive.
+                seen = [await asyncio.wait_for(arrived.get(), 30) for _ in appended]
+                assert [(e.tenant, e.seq) for e in seen] == [(e.tenant, e.seq) for e in appended]
+            assert (
+                await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", listener
+                )
+                == 0
+            )
+        finally:
+            await admin.close()
+            follower.cancel()
+            with suppress(asyncio.CancelledError):
+                await follower
+    assert await verified_records(own_database, [tenant]) == len(sent) == 6
 
 
 async def test_a_commit_whose_answer_is_lost_is_answered_from_the_ledger_once(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventstore.canonical import MAX_DEPTH, MAX_SAFE_INTEGER
 from eventstore.errors import IdempotencyKeyReusedError, InvalidAppendError, StreamOwnershipError
@@ -17,11 +21,13 @@ from eventstore.store import (
     MAX_RECORD_BYTES,
     STREAM_FORMAT,
     TENANT_FORMAT,
+    Actor,
     EventStore,
     Metadata,
     NewEvent,
     StreamState,
 )
+from tests.conftest import verified_records
 
 
 async def test_same_key_same_content_returns_first_events_and_writes_once(
@@ -150,6 +156,115 @@ async def test_malformed_appends_are_refused(
 async def test_idempotency_key_format(store: EventStore, tenant: str, meta: Metadata) -> None:
     with pytest.raises(InvalidAppendError, match="idempotency key"):
         await store.append(f"{tenant}-s", [NewEvent("E", {})], StreamState.ANY, tenant, meta, "")
+
+
+class _ActorWithExtra(Actor, frozen=True):
+    department: str = "sales"
+
+
+class _MetadataWithExtra(Metadata, frozen=True):
+    ticket: str = "T-1"
+
+
+BAD_META: list[tuple[Any, str]] = [
+    (Metadata(actor=Actor(user=5, role="ADMIN")), r"^meta\.actor\.user: must be a string, not int"),  # type: ignore[arg-type]
+    (Metadata(actor=Actor(user="u", role=None)), r"^meta\.actor\.role: must be a string"),  # type: ignore[arg-type]
+    (
+        Metadata(actor=Actor(user="u", role="r"), correlation_id={"x": [1, 2]}),  # type: ignore[arg-type]
+        r"^meta\.correlation_id: must be a string or None, not dict",
+    ),
+    (
+        Metadata(actor={"user": "u", "role": "r", "extra": 1}),  # type: ignore[arg-type]
+        r"^meta\.actor: must be an Actor \(user, role\), not dict",
+    ),
+    (Metadata(actor=_ActorWithExtra(user="u", role="r")), r"^meta\.actor: must be an Actor"),
+    (_MetadataWithExtra(actor=Actor(user="u", role="r")), r"^meta: must be a Metadata"),
+    ({"actor": {"user": "u", "role": "r"}}, r"^meta: must be a Metadata"),
+]
+
+
+@pytest.mark.parametrize(("metadata", "message"), BAD_META)
+async def test_meta_outside_its_documented_shape_is_refused_naming_its_path(
+    store: EventStore, tenant: str, metadata: Any, message: str
+) -> None:
+    """docs/receipts.md section 3.1: the store enforces meta's shape. Structs check no types
+    when built in Python, so the store must."""
+    with pytest.raises(InvalidAppendError, match=message):
+        await store.append(f"{tenant}-s", [NewEvent("E", {})], StreamState.ANY, tenant, metadata)
+    assert await store.read_tenant(tenant) == []
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.binary(max_size=4),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_TEXT_OR_ANY = st.one_of(st.text(max_size=12), _ANY_VALUE)
+_ACTOR_LIKE = st.one_of(
+    st.builds(Actor, user=_TEXT_OR_ANY, role=_TEXT_OR_ANY),
+    st.builds(_ActorWithExtra, user=st.text(max_size=4), role=st.text(max_size=4)),
+    st.dictionaries(st.sampled_from(["user", "role", "extra"]), st.text(max_size=4)),
+    _ANY_VALUE,
+)
+_META_LIKE = st.one_of(
+    st.builds(
+        Metadata,
+        actor=_ACTOR_LIKE,
+        correlation_id=st.one_of(st.none(), _TEXT_OR_ANY),
+        causation_id=st.one_of(st.none(), _TEXT_OR_ANY),
+        trace_id=st.one_of(st.none(), _TEXT_OR_ANY),
+    ),
+    st.builds(_MetadataWithExtra, actor=st.builds(Actor, user=st.text(), role=st.text())),
+    _ANY_VALUE,
+)
+
+
+def _in_documented_shape(meta: Any) -> bool:
+    """docs/receipts.md section 3.1: exactly these members; an actor of exactly two strings."""
+    return (
+        type(meta) is dict
+        and set(meta) == {"actor", "correlation_id", "causation_id", "trace_id"}
+        and type(meta["actor"]) is dict
+        and set(meta["actor"]) == {"user", "role"}
+        and all(type(text) is str for text in meta["actor"].values())
+        and all(
+            meta[name] is None or type(meta[name]) is str
+            for name in ("correlation_id", "causation_id", "trace_id")
+        )
+    )
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(metadata=_META_LIKE)
+async def test_any_meta_is_refused_by_path_or_signed_in_its_documented_shape(
+    store: EventStore, database_url: str, metadata: Any
+) -> None:
+    tenant = f"t-{secrets.token_hex(6)}"
+    refusal = None
+    try:
+        [recorded] = await store.append(
+            f"{tenant}-s", [NewEvent("E", {})], StreamState.ANY, tenant, metadata
+        )
+    except InvalidAppendError as error:
+        refusal = str(error)
+    if refusal is not None:
+        assert refusal.startswith(("meta: ", "meta.", "meta[")), refusal
+        assert await store.read_tenant(tenant) == []
+        return
+    assert _in_documented_shape(recorded.meta), recorded.meta
+    assert recorded.meta == msgspec.to_builtins(metadata)
+    [stored] = await store.read_tenant(tenant)
+    assert stored.meta == recorded.meta
+    assert await verified_records(database_url, [tenant]) == 1
 
 
 def test_the_documented_limits_are_the_enforced_ones() -> None:

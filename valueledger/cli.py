@@ -633,6 +633,7 @@ def demo(url: str, bundle: Path | None) -> None:
     import httpx
 
     from valueledger.demo import run_demo
+    from valueledger.settings import redact_url
 
     settings = _settings()
     with _database(settings) as database_url:
@@ -640,7 +641,7 @@ def demo(url: str, bundle: Path | None) -> None:
             _run(run_demo(settings, database_url, url, bundle=bundle, say=click.echo))
         except httpx.TransportError as error:
             raise CommandError(
-                f"no valueledger API answers at {url} ({type(error).__name__}); "
+                f"no valueledger API answers at {redact_url(url)} ({type(error).__name__}); "
                 "start it with `valueledger serve`"
             ) from None
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Final
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import msgspec
 
@@ -135,7 +136,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"cache_prefix={self.cache_prefix!r}, "
             f"jwt_secret={'***' if self.jwt_secret else None!r}, "
             f"jwt_audience={self.jwt_audience!r}, jwt_issuer={self.jwt_issuer!r}, "
-            f"jwks_url={self.jwks_url!r}, webhooks={self.webhooks!r}, "
+            f"jwks_url={redact_url(self.jwks_url)!r}, webhooks={self.webhooks!r}, "
             f"webhook_retry_delays={self.webhook_retry_delays!r}, "
             f"webhook_retention_days={self.webhook_retention_days!r})"
         )
@@ -143,15 +144,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     __str__ = __repr__
 
 
+SECRET_PARAMETER: Final = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)
+"""Query parameters whose value is (or may be) a secret: libpq's `password` and `sslpassword`,
+redis-py's `password`, and the tokens and keys of other services' URLs (a JWKS endpoint's)."""
+REDACTED_TEXT: Final = "***"
+
+
 def redact_url(url: str | None) -> str | None:
-    """The URL with any password replaced, fit for logs and error messages."""
+    """The URL with its secrets replaced, fit for logs and error messages: the user-info
+    password and the value of every query parameter named like a secret (SECRET_PARAMETER).
+
+    The secrets are cut out of the text urllib splits, never rebuilt from parsed hosts and
+    ports: the rest shows as written (host case, parameter order), and libpq's several hosts
+    (`h1:5432,h2:5433`, which have no single port for urllib to parse) are redacted too."""
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: nothing in it can be told apart
+        return f"{REDACTED_TEXT} (a URL that cannot be taken apart)"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED_TEXT}@{hosts}"
+    query = "&".join(_redacted_parameter(item) for item in parts.query.split("&"))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redacted_parameter(item: str) -> str:
+    name, equals, _value = item.partition("=")
+    if equals and SECRET_PARAMETER.search(unquote_plus(name)):
+        return f"{name}={REDACTED_TEXT}"
+    return item
