@@ -21,6 +21,8 @@ from litestar.params import FromPath, JSONBody
 from api import command_routes, ledger_routes, platform, query_routes, session_routes
 from api.auth import COOKIE_NAME, Principal, TokenService
 from api.common import (
+    ETAG,
+    IF_MATCH,
     READ_AHEAD,
     Api,
     ReadAhead,
@@ -33,6 +35,7 @@ from api.common import (
     read_ahead_of,
     trace_of,
 )
+from api.openapi import complete_document, problems
 from api.problems import problem_response
 from commands.customer import handle_customer, open_account
 from commands.streams import tenant_of
@@ -86,7 +89,8 @@ def healthz() -> dict[str, str]:
 @post(
     "/v1/customers",
     summary="Register a customer (ADMIN)",
-    responses=command_routes.problems(command_routes.COMMAND_ERRORS),
+    responses=problems(command_routes.COMMAND_ERRORS),
+    opt={ETAG: command_routes.COMMAND_ETAG},
 )
 async def register_customer(
     request: Request[Any, Any, Any],
@@ -122,7 +126,8 @@ async def register_customer(
 @get(
     "/v1/customers/{customer_id:str}",
     summary="A customer's account",
-    responses=command_routes.problems(command_routes.READ_ERRORS),
+    responses=problems(command_routes.READ_ERRORS),
+    opt={ETAG: command_routes.AGGREGATE_ETAG},
 )
 async def get_customer(
     request: Request[Any, Any, Any],
@@ -149,7 +154,8 @@ async def get_customer(
 @post(
     "/v1/customers/{customer_id:str}/users",
     summary="Invite a user",
-    responses=command_routes.problems(command_routes.COMMAND_ERRORS),
+    responses=problems(command_routes.COMMAND_ERRORS),
+    opt={IF_MATCH: True, ETAG: command_routes.COMMAND_ETAG},
 )
 async def invite_user(
     request: Request[Any, Any, Any],
@@ -183,7 +189,7 @@ async def invite_user(
     "/v1/customers/{customer_id:str}/dashboard",
     summary="The customer's dashboard",
     responses={
-        **command_routes.problems(command_routes.READ_ERRORS),
+        **problems(command_routes.READ_ERRORS),
         200: ResponseSpec(
             queries.Dashboard,
             description="Request fulfilled, document follows",
@@ -236,7 +242,7 @@ async def logout(request: Request[Any, Any, Any], principal: NamedDependency[Pri
 
 def create_app(services: Services, tokens: TokenService) -> Litestar:
     """The application over `services`; the caller owns their lifetime."""
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             register_customer,
@@ -259,6 +265,10 @@ def create_app(services: Services, tokens: TokenService) -> Litestar:
             version="1",
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
+            use_handler_docstrings=True,
+            operation_id_creator=lambda handler, _method, _path: handler.handler_name,
         ),
         state=State({"api": Api(services, tokens)}),
     )
+    complete_document(app, platform.DOCUMENTING)
+    return app

@@ -18,7 +18,6 @@ person's text reads ``[erased]``.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -30,13 +29,11 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import Principal, end_sessions_after
-from api.common import Accepted, accepted, api_of, expected_version, now, trace_of
-from api.policy import POLICY
-from api.problems import MEDIA_TYPE, Problem
+from api.common import ETAG, IF_MATCH, Accepted, accepted, api_of, expected_version, now, trace_of
+from api.openapi import problems
 from api.staff import current_vendor_staff
 from commands.accuracy import handle_feedback
 from commands.aggregates import BILLING, CUSTOMER, DEFINITION, SETUP, TICKET
@@ -62,79 +59,46 @@ from domain import accuracy, alerts, calculation, customer, definition, golive, 
 from domain.definition import MAX_REASON_LENGTH
 from domain.roles import Role
 
-# --- documentation: every route's roles and errors, from the one table --------------------------
+# --- the decorators: the errors of the handlers; the rest is added by api.openapi ---------------
 
-ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
-    400: "The body, a path id or a query parameter is not valid; `errors` lists each bad field.",
-    401: "No valid credential: send a bearer token or the session cookie.",
-    403: "The caller's role may not call this route (see its roles), or the domain refused "
-    "the caller (`not-authorized`).",
-    404: "No such customer (or not the caller's own), or no such resource in it.",
-    409: "The aggregate kept changing while the command was decided; send it again.",
-    412: "`If-Match` names a version the aggregate is no longer at; the ETag header has the "
-    "current one.",
-    422: "A domain rule refused the command; `type` names the rule and `detail` says why.",
-    503: "Not possible right now; retry after Retry-After. `type` says why: the database or "
-    "Redis cannot be reached, a command's outcome could not be learned (`outcome-unknown`: "
-    "read the resource before sending it again), or a read model has not caught up with "
-    "`min_position` yet.",
-}
-COMMAND_ERRORS: Final = (400, 401, 403, 404, 409, 412, 422, 503)
-READ_ERRORS: Final = (400, 401, 403, 404, 503)
+COMMAND_ERRORS: Final = (403, 404, 409, 422, 503)
+READ_ERRORS: Final = (404, 503)
 
 HandlerFunction: TypeAlias = Callable[..., Any]
 
-
-def describe(fn: HandlerFunction) -> str:
-    """The route's description in the OpenAPI document: its docstring and its roles, read from
-    the policy table (so a route missing from the table fails at import)."""
-    roles = ", ".join(sorted(str(role) for role in POLICY[fn.__name__]))
-    return f"{inspect.cleandoc(fn.__doc__ or '')}\n\nRoles: {roles}."
-
-
-def problems(statuses: Iterable[int]) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            description=ERROR_DESCRIPTIONS[status],
-            media_type=MEDIA_TYPE,
-            generate_examples=False,
-        )
-        for status in statuses
-    }
+COMMAND_ETAG: Final = "The aggregate's new version: send it back as If-Match."
+AGGREGATE_ETAG: Final = "The aggregate's version: send it as If-Match with a command on it."
 
 
 def command(
     path: str, *, summary: str, status_code: int = 201
 ) -> Callable[[HandlerFunction], HTTPRouteHandler]:
-    """A POST route for a command, documented with its roles and errors; its operation id is
-    the handler's name, the key of `POLICY`."""
+    """A POST route for a command: it takes If-Match and answers the aggregate's ETag
+    (`api.common.accepted`)."""
 
     def decorate(fn: HandlerFunction) -> HTTPRouteHandler:
         return post(
             path,
             summary=summary,
-            description=describe(fn),
-            operation_id=fn.__name__,
             status_code=status_code,
             responses=problems(COMMAND_ERRORS),
+            opt={IF_MATCH: True, ETAG: COMMAND_ETAG},
         )(fn)
 
     return decorate
 
 
 def read(
-    path: str, *, summary: str, errors: Iterable[int] = READ_ERRORS
+    path: str, *, summary: str, errors: Iterable[int] = READ_ERRORS, etag: str | None = None
 ) -> Callable[[HandlerFunction], HTTPRouteHandler]:
-    """A GET route, documented like `command`."""
+    """A GET route; `etag` says what its answer's ETag is, if it has one."""
 
     def decorate(fn: HandlerFunction) -> HTTPRouteHandler:
         return get(
             path,
             summary=summary,
-            description=describe(fn),
-            operation_id=fn.__name__,
             responses=problems(errors),
+            opt={} if etag is None else {ETAG: etag},
         )(fn)
 
     return decorate
@@ -712,7 +676,7 @@ class SetupView(msgspec.Struct, frozen=True, kw_only=True):
     """The setup's version, also its ETag: send it back as If-Match."""
 
 
-@read("/v1/customers/{customer_id:str}/setup", summary="The setup wizard")
+@read("/v1/customers/{customer_id:str}/setup", summary="The setup wizard", etag=AGGREGATE_ETAG)
 async def get_setup(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -934,6 +898,7 @@ class DefinitionView(msgspec.Struct, frozen=True, kw_only=True):
 @read(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}",
     summary="A value definition",
+    etag=AGGREGATE_ETAG,
 )
 async def get_definition(
     request: Request[Any, Any, Any],
@@ -1106,7 +1071,7 @@ class BillingView(msgspec.Struct, frozen=True, kw_only=True):
     """The billing stream's version, its ETag."""
 
 
-@read("/v1/customers/{customer_id:str}/billing", summary="The billing switch")
+@read("/v1/customers/{customer_id:str}/billing", summary="The billing switch", etag=AGGREGATE_ETAG)
 async def get_billing(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1594,7 +1559,11 @@ class TicketView(msgspec.Struct, frozen=True, kw_only=True):
     """The ticket's version, its ETag."""
 
 
-@read("/v1/customers/{customer_id:str}/tickets/{ticket_id:str}", summary="A support ticket")
+@read(
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}",
+    summary="A support ticket",
+    etag=AGGREGATE_ETAG,
+)
 async def get_ticket(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],

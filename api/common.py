@@ -26,6 +26,7 @@ from api.auth import (
     TokenService,
     authenticate_api_key,
 )
+from api.openapi import Answer, Documentation, Header, RouteOperation
 from api.policy import POLICY
 from api.problems import ApiProblem
 from commands.handling import Outcome, Trace
@@ -42,6 +43,11 @@ class Api:
 
 # --- who is calling -----------------------------------------------------------------------------
 
+
+IF_MATCH: Final = "if_match"
+"""The route opt saying that the route's command takes `If-Match` (`expected_version`)."""
+ETAG: Final = "etag"
+"""The route opt saying what the ETag of the route's successful answer is."""
 
 READ_AHEAD: Final = "read_ahead"
 """The route opt naming the `ReadAhead` of a route."""
@@ -139,6 +145,31 @@ def read_ahead_of(request: Request[Any, Any, Any]) -> Sequence[bytes | None] | N
     return values
 
 
+def guards(handler: BaseRouteHandler) -> bool:
+    """Whether the route needs a caller: it takes the `principal` dependency, which
+    authenticates and runs `role_guard`."""
+    return "principal" in handler.parsed_fn_signature.parameters
+
+
+def guard_documentation(operation: RouteOperation) -> Documentation:
+    """What the caller's authentication and `role_guard` answer on a guarded route, and its
+    roles, from the table the guard reads."""
+    if not guards(operation.handler):
+        return Documentation()
+    roles = ", ".join(sorted(str(role) for role in POLICY[operation.handler.handler_name]))
+    answers = [
+        Answer(
+            401,
+            "No valid credential: send a bearer token, an API key or the session cookie.",
+            (Header("WWW-Authenticate", "How to authenticate: `Bearer`."),),
+        ),
+        Answer(403, "The caller's role is not one of the route's roles."),
+    ]
+    if "customer_id" in operation.path_parameters:
+        answers.append(Answer(404, "No such customer, or not the caller's own."))
+    return Documentation(answers=tuple(answers), notes=(f"Roles: {roles}.",))
+
+
 def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Refuse a caller whose role the policy does not list for the route (403), and hide a
     customer from anyone but its own users and vendor staff (404)."""
@@ -207,7 +238,14 @@ def json_answer(body: bytes, status: int = 200) -> Response[bytes]:
 
 
 def expected_version(request: Request[Any, Any, Any]) -> int | None:
-    """The version `If-Match` names, if any (the aggregate's ETag, a plain number)."""
+    """The version `If-Match` names, if any (the aggregate's ETag, a plain number).
+
+    Only a route that declares ``opt={IF_MATCH: True}`` may read it: the OpenAPI document
+    lists the header, and its 412, from that declaration."""
+    if not request.route_handler.opt.get(IF_MATCH):
+        raise RuntimeError(
+            f"{request.route_handler.handler_name} reads If-Match without declaring IF_MATCH"
+        )
     value = header(request.scope, b"if-match")
     if value is None:
         return None
@@ -220,3 +258,30 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
             'If-Match must be an ETag this API gave: a quoted number such as "3"',
         )
     return int(text)
+
+
+def concurrency_documentation(operation: RouteOperation) -> Documentation:
+    """The version headers a route declares (`IF_MATCH`, `ETAG`), and what If-Match answers."""
+    etag: str | None = operation.opt.get(ETAG)
+    success = () if etag is None else (Header("ETag", etag, required=True),)
+    if not operation.opt.get(IF_MATCH):
+        return Documentation(success_headers=success)
+    return Documentation(
+        request_headers=(
+            Header(
+                "If-Match",
+                'The aggregate\'s version as its ETag gave it (a quoted number such as "3"): '
+                "the command is decided only if the aggregate is still at that version.",
+                pattern='^(W/)?"?[0-9]+"?$',
+            ),
+        ),
+        answers=(
+            Answer(400, "If-Match is not a version this API gave."),
+            Answer(
+                412,
+                "If-Match names a version the aggregate is no longer at; read it again.",
+                (Header("ETag", "The aggregate's current version.", required=True),),
+            ),
+        ),
+        success_headers=success,
+    )

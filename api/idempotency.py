@@ -37,7 +37,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 import msgspec
 import structlog
@@ -47,6 +48,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
 from api.common import authenticate, presented_credential
+from api.openapi import RETRY_AFTER, Answer, Documentation, Header, RouteOperation
 from api.problems import ApiProblem
 from api.ratelimit import (
     ClientGoneError,
@@ -59,7 +61,8 @@ from api.ratelimit import (
 from projections.cache import REDIS_ERRORS
 
 HEADER: Final = b"idempotency-key"
-KEY_FORMAT: Final = re.compile(r"[\x20-\x7e]{1,255}\Z")
+KEY_PATTERN: Final = r"[\x20-\x7e]{1,255}"
+KEY_FORMAT: Final = re.compile(KEY_PATTERN + r"\Z")
 RUNNING_TTL: Final = 60
 """Seconds a running marker holds the key; a request running longer than this can no longer
 count on it."""
@@ -158,19 +161,61 @@ def _problem(status: int, kind: str, title: str, detail: str, retry: bool = Fals
     return ApiProblem(status, kind, title, detail, headers={"Retry-After": "1"} if retry else None)
 
 
+def takes_keys(method: str, path_template: str, opt: Mapping[str, Any]) -> bool:
+    """Whether requests to the route may carry an Idempotency-Key (see the module docstring)."""
+    return (
+        method == "POST"
+        and opt.get("idempotency", True) is not False
+        and not path_template.startswith(NOT_FOR)
+    )
+
+
 class IdempotencyMiddleware:
     """See the module docstring."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    @staticmethod
+    def documentation(operation: RouteOperation) -> Documentation:
+        if not takes_keys(operation.method, operation.path, operation.opt):
+            return Documentation()
+        return Documentation(
+            request_headers=(
+                Header(
+                    "Idempotency-Key",
+                    "1 to 255 printable ASCII characters (a UUID, say): the same key with the "
+                    "same request again within 24 hours answers the first answer instead of "
+                    "running it twice.",
+                    pattern=f"^{KEY_PATTERN}$",
+                ),
+            ),
+            answers=(
+                Answer(400, "The Idempotency-Key header is not a valid key."),
+                Answer(
+                    409,
+                    "A request with this Idempotency-Key is still running; retry with the same "
+                    "key once it has its answer.",
+                    (RETRY_AFTER,),
+                ),
+                Answer(
+                    422, "The Idempotency-Key was sent before with another method, path or body."
+                ),
+                Answer(
+                    503,
+                    "Idempotency keys cannot be checked right now; the request was not run.",
+                    (RETRY_AFTER,),
+                ),
+            ),
+            success_headers=(
+                Header("Idempotent-Replayed", "`true` on an answer replayed for a key."),
+            ),
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_key = header(scope, HEADER) if scope["type"] == "http" else None
-        if (
-            raw_key is None
-            or scope["method"] != "POST"
-            or scope["route_handler"].opt.get("idempotency", True) is False
-            or str(scope.get("path_template", "")).startswith(NOT_FOR)
+        if raw_key is None or not takes_keys(
+            scope["method"], str(scope.get("path_template", "")), scope["route_handler"].opt
         ):
             await self.app(scope, receive, send)
             return

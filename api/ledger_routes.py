@@ -21,8 +21,8 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from api.auth import Principal
-from api.command_routes import problems
-from api.common import api_of, now
+from api.common import ETAG, api_of, now
+from api.openapi import problems
 from api.problems import ApiProblem
 from eventstore.bundle import header_line, record_line, record_lines
 from eventstore.canonical import MAX_SAFE_INTEGER
@@ -132,7 +132,8 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     "/v1/customers/{customer_id:str}/receipts/{seq:int}",
     summary="One receipt, in the receipt format v1",
     media_type="application/json",
-    responses=problems((400, 401, 403, 404)),
+    responses=problems((404, 503)),
+    opt={ETAG: "The receipt's hash."},
 )
 async def get_receipt(
     request: Request[Any, Any, Any],
@@ -162,7 +163,7 @@ async def get_receipt(
     "/v1/customers/{customer_id:str}/export",
     summary="The customer's ledger as a bundle (valueledger-bundle/1), streamed",
     media_type=NDJSON,
-    responses=problems((400, 401, 403, 404)),
+    responses=problems((503,)),
 )
 async def export_ledger(
     request: Request[Any, Any, Any],

@@ -45,6 +45,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from api.common import api_of
+from api.openapi import Documentation, RouteOperation, explained_problems
 from api.problems import MEDIA_TYPE, PROBLEM_BASE, Problem
 from projections.cache import REDIS_ERRORS
 from projections.metrics import ProjectionStatus, projection_status, refresh_lag_gauges
@@ -238,6 +239,12 @@ class RequestTelemetryMiddleware:
         """The request counter's and latency histogram's child per (method, route, status),
         looked up once instead of through `labels` (a lock and a validation) per request."""
 
+    @staticmethod
+    def documentation(operation: RouteOperation) -> Documentation:
+        """Nothing: it watches every answer and gives none of its own."""
+        del operation
+        return Documentation()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -405,7 +412,16 @@ def _lag_check(statuses: list[ProjectionStatus], limits: ReadinessSettings) -> C
     )
 
 
-@get("/readyz", summary="Ready: PostgreSQL, Redis and the projectors answer in time")
+@get(
+    "/readyz",
+    summary="Ready: PostgreSQL, Redis and the projectors answer in time",
+    responses=explained_problems(
+        {
+            503: "Not ready: PostgreSQL or Redis does not answer in time, or a projector lags; "
+            "`checks` lists every check."
+        }
+    ),
+)
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     """200 when PostgreSQL and Redis answer and every projector is within the lag limits
     (VALUELEDGER_READY_MAX_LAG_EVENTS, default 10000; VALUELEDGER_READY_MAX_LAG_SECONDS,

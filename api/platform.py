@@ -9,14 +9,19 @@ The middleware run in this order, outermost first (a request passes them top to 
 4. `IdempotencyMiddleware`: a retried POST answered from Redis instead of run twice.
 
 Litestar runs middleware for matched routes only: an unknown path gets its 404 without them.
+
+Each middleware, and the guard and If-Match handling of `api.common`, documents what it answers
+on a route (`DOCUMENTING`); `api.openapi` adds that to every operation of the document.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from api.common import concurrency_documentation, guard_documentation
 from api.idempotency import IdempotencyMiddleware
 from api.observability import RequestTelemetryMiddleware, metrics, readyz
+from api.openapi import Documenting
 from api.ratelimit import BodyLimitsMiddleware, RateLimitMiddleware
 
 MIDDLEWARE: Final[list[Any]] = [
@@ -26,3 +31,9 @@ MIDDLEWARE: Final[list[Any]] = [
     IdempotencyMiddleware,
 ]
 ROUTES: Final[list[Any]] = [metrics, readyz]
+DOCUMENTING: Final[tuple[Documenting, ...]] = (
+    guard_documentation,
+    concurrency_documentation,
+    *(layer.documentation for layer in MIDDLEWARE),
+)
+"""Every part that can answer on a route besides its handler, outermost first."""

@@ -33,7 +33,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import structlog
@@ -42,6 +42,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
 from api.common import Api, header, presented_credential
+from api.openapi import RETRY_AFTER, Answer, Documentation, RouteOperation
 from api.problems import ApiProblem, problem_response
 from projections.cache import REDIS_ERRORS
 from projections.request_redis import LuaScript, RequestRedis
@@ -285,6 +286,21 @@ class RateLimitMiddleware:
         self.app = app
         self.limiter = RateLimiter(settings or RateLimitSettings.from_env())
 
+    @classmethod
+    def documentation(cls, operation: RouteOperation) -> Documentation:
+        if operation.path in cls.UNLIMITED:
+            return Documentation()
+        return Documentation(
+            answers=(
+                Answer(
+                    429,
+                    "The caller's credential or client address has sent more requests than its "
+                    "limit allows; Retry-After says when its window closes.",
+                    (replace(RETRY_AFTER, required=True),),
+                ),
+            )
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path_template") in self.UNLIMITED:
             await self.app(scope, receive, send)
@@ -394,6 +410,20 @@ class BodyLimitsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    @classmethod
+    def documentation(cls, operation: RouteOperation) -> Documentation:
+        if operation.method not in cls.METHODS:
+            return Documentation()
+        too_deep = Answer(
+            400, f"The JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels."
+        )
+        limit = operation.handler.resolve_request_max_body_size()
+        if limit is None:
+            return Documentation(answers=(too_deep,))
+        return Documentation(
+            answers=(too_deep, Answer(413, f"The body is larger than {limit} bytes."))
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in self.METHODS:

@@ -29,8 +29,8 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
 from api.auth import COOKIE_NAME, VENDOR, Principal, new_password
-from api.command_routes import problems
 from api.common import Api, api_of, now
+from api.openapi import explained_problems, problems
 from api.problems import ApiProblem
 from api.staff import check_login, is_vendor_staff, set_password
 from commands.aggregates import CUSTOMER
@@ -152,7 +152,13 @@ def _set_session_cookie(response: Response[Any], token: str, max_age: int) -> No
     "/v1/auth/login",
     status_code=200,
     summary="Log in: a short-lived token and its cookie",
-    responses=problems((400, 401, 403)),
+    responses=explained_problems(
+        {
+            401: "The user id, the customer or the password is wrong.",
+            403: "The customer is suspended: its users cannot log in.",
+        }
+    )
+    | problems((503,)),
 )
 async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> Response[Session]:
     """Check a local user's password; answer a bearer token and set the same token as the
@@ -181,7 +187,14 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> R
     "/v1/customers/{customer_id:str}/users/{user_id:str}/password",
     status_code=201,
     summary="Set a one-time password for a user (CUSTOMER_ADMIN)",
-    responses=problems((400, 401, 403, 404, 422)),
+    responses=explained_problems(
+        {
+            403: "The ledger no longer lists the caller as a CUSTOMER_ADMIN of the customer, "
+            "or the user cannot have a password (vendor staff, an API key).",
+            404: "The customer has no such user.",
+        }
+    )
+    | problems((503,)),
 )
 async def set_user_password(
     request: Request[Any, Any, Any],
@@ -224,7 +237,13 @@ async def set_user_password(
     "/v1/auth/password",
     status_code=204,
     summary="Change your own password",
-    responses=problems((400, 401, 403, 422)),
+    responses=explained_problems(
+        {
+            403: "The current password is wrong, or the caller is an API key.",
+            422: "The new password is the current one.",
+        }
+    )
+    | problems((503,)),
 )
 async def change_own_password(
     request: Request[Any, Any, Any],
