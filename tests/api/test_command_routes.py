@@ -332,17 +332,19 @@ async def test_only_vendor_staff_suspend_and_a_suspended_customer_changes_nothin
     reason = {"reason": "invoices unpaid since March"}
     refused(await client.post(team.url("/suspend"), json=reason, headers=team.cara), 403)
     created(await client.post(team.url("/suspend"), json=reason, headers=team.staff))
+    # The suspension ended cara's session; a token issued after it (an identity provider's,
+    # say) authenticates, and the account itself refuses.
+    refused(await client.post(team.url("/api-keys"), json={}, headers=team.cara), 401)
+    cara = bearer(tokens, "cara", tenant, Role.CUSTOMER_ADMIN)
     refused(
-        await client.post(team.url("/api-keys"), json={}, headers=team.cara),
-        422,
-        "customer-suspended",
+        await client.post(team.url("/api-keys"), json={}, headers=cara), 422, "customer-suspended"
     )
-    refused(await client.post(team.url("/reactivate"), json=reason, headers=team.cara), 403)
+    refused(await client.post(team.url("/reactivate"), json=reason, headers=cara), 403)
     created(
         await client.post(team.url("/reactivate"), json={"reason": "paid"}, headers=team.staff),
         "CustomerReactivated",
     )
-    created(await client.post(team.url("/api-keys"), json={}, headers=team.cara))
+    created(await client.post(team.url("/api-keys"), json={}, headers=cara))
 
 
 # --- the setup wizard ---------------------------------------------------------------------------
