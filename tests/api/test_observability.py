@@ -1,0 +1,179 @@
+"""Seeing what the service does, over HTTP against the real services: a command's trace from the
+request down to its SQL, a server error's problem and log line, the ledger's metrics, and
+requests no route matches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import SpanKind, TraceState
+from opentelemetry.util._once import Once
+from opentelemetry.util.types import Attributes
+
+from eventstore.store import EventStore, Metadata, NewEvent, StreamState
+from tests.api.test_customers import registration
+from tests.conftest import client_address
+
+Client = httpx.AsyncClient
+NO_STREAM = StreamState.NO_STREAM
+
+
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[Client]:
+    """A client of `app` from an address no other request comes from."""
+    transport = httpx.ASGITransport(app=app, client=(client_address(), 123))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+# --- traces -------------------------------------------------------------------------------------
+
+
+class WhileReading(Sampler):
+    """Records spans only while a test reads them. The services' tracers hold on to the SDK's
+    tracer once they have seen it, so after the test they must get spans that record nothing."""
+
+    def __init__(self) -> None:
+        self.reading = False
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Any = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        del parent_context, trace_id, name, kind, links, trace_state
+        return SamplingResult(
+            Decision.RECORD_AND_SAMPLE if self.reading else Decision.DROP, attributes
+        )
+
+    def get_description(self) -> str:
+        return "WhileReading"
+
+
+@pytest.fixture(scope="session")
+def span_sdk() -> tuple[TracerProvider, WhileReading, InMemorySpanExporter]:
+    """One SDK for the run (the services' tracers remember the first they meet)."""
+    sampler = WhileReading()
+    provider = TracerProvider(sampler=sampler)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, sampler, exporter
+
+
+@pytest.fixture
+def spans(
+    span_sdk: tuple[TracerProvider, WhileReading, InMemorySpanExporter],
+) -> Iterator[InMemorySpanExporter]:
+    """The OpenTelemetry SDK installed, as `configure_tracing` installs it, for this test only:
+    afterwards the process is back to no SDK at all, as every other test expects."""
+    provider, sampler, exporter = span_sdk
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace.set_tracer_provider(provider)
+    sampler.reading = True
+    exporter.clear()
+    try:
+        yield exporter
+    finally:
+        sampler.reading = False
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+
+
+def ancestry(span: ReadableSpan, spans: Mapping[int, ReadableSpan]) -> list[str]:
+    """The names of `span` and its parents up to the root of what was recorded."""
+    names = [span.name]
+    while span.parent is not None and span.parent.span_id in spans:
+        span = spans[span.parent.span_id]
+        names.append(span.name)
+    return names
+
+
+async def test_a_command_is_traced_from_the_request_to_its_sql(
+    client: Client, staff: dict[str, str], tenant: str, spans: InMemorySpanExporter
+) -> None:
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    body = registration(tenant)
+    answer = await client.post(
+        "/v1/customers",
+        json=body,
+        headers={**staff, "traceparent": f"00-{trace_id}-{caller_span}-01"},
+    )
+    assert answer.status_code == 201, answer.text
+
+    finished = spans.get_finished_spans()
+    recorded = {span.context.span_id: span for span in finished if span.context is not None}
+    [statement] = [span for span in finished if span.name == "append events"]
+    assert ancestry(statement, recorded) == [
+        "append events",
+        "append",
+        "command customer",
+        "POST /v1/customers",
+    ]
+    [request] = [span for span in finished if span.kind is SpanKind.SERVER]
+    assert request.parent is not None
+    assert request.parent.span_id == int(caller_span, 16)  # the caller's span, continued
+    assert {span.context.trace_id for span in finished if span.context} == {int(trace_id, 16)}
+    # Loading the stream before deciding is a read of its own, inside the command.
+    reads = [span for span in finished if span.name == "SELECT events"]
+    assert reads
+    assert {tuple(ancestry(read, recorded)[1:]) for read in reads} == {
+        ("command customer", "POST /v1/customers")
+    }
+
+    for sql in [statement, *reads]:
+        assert sql.kind is SpanKind.CLIENT
+        assert sql.attributes is not None
+        assert sql.attributes["db.system"] == "postgresql"
+        assert sql.attributes["db.collection.name"] == "events"
+        assert sql.attributes["db.operation.name"] in {"append", "SELECT"}
+    # No parameter or secret in any span: not the tenant's data, nor the credential.
+    token = staff["Authorization"].removeprefix("Bearer ")
+    written = json.dumps([dict(span.attributes or {}) for span in finished])
+    for value in (token, body["name"], *body["billing_contact"].values()):
+        assert value not in written
+    sql_written = json.dumps([dict(span.attributes or {}) for span in [statement, *reads]])
+    assert tenant not in sql_written
+
+
+async def test_an_append_statement_shared_by_two_callers_is_linked_to_both(
+    store: EventStore, meta: Metadata, spans: InMemorySpanExporter
+) -> None:
+    """Appends queued together go into one statement: its span is the first caller's child and
+    linked to the other's, so neither trace misses its SQL."""
+    tracer = trace.get_tracer(__name__)
+    appending = []
+    for caller in ("first", "second"):
+        tenant = f"t-{secrets.token_hex(6)}"
+        with tracer.start_as_current_span(caller):  # each task keeps the context it began in
+            appending.append(
+                asyncio.create_task(
+                    store.append(f"{tenant}:s", [NewEvent("Opened", {})], NO_STREAM, tenant, meta)
+                )
+            )
+    await asyncio.gather(*appending)
+
+    finished = spans.get_finished_spans()
+    callers = {span.name: span.context.span_id for span in finished if span.context}
+    [statement] = [span for span in finished if span.name == "append events"]
+    assert statement.parent is not None
+    assert statement.parent.span_id == callers["first"]
+    assert [link.context.span_id for link in statement.links] == [callers["second"]]
