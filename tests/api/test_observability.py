@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, TraceState
 from opentelemetry.util._once import Once
 from opentelemetry.util.types import Attributes
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
 from tests.api.test_customers import registration
@@ -177,3 +178,40 @@ async def test_an_append_statement_shared_by_two_callers_is_linked_to_both(
     assert statement.parent is not None
     assert statement.parent.span_id == callers["first"]
     assert [link.context.span_id for link in statement.links] == [callers["second"]]
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def sample(text: str, name: str, labels: Mapping[str, str]) -> float:
+    """A sample's value in a /metrics exposition (0 when it is not there yet)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
+
+
+async def test_metrics_count_appends_and_stale_versions(
+    client: Client, staff: dict[str, str], tenant: str
+) -> None:
+    appends = ("valueledger_append_duration_seconds_count", {"aggregate": "customer"})
+    stale = (
+        "valueledger_concurrency_conflicts_total",
+        {"aggregate": "customer", "outcome": "stale version"},
+    )
+    before = (await client.get("/metrics")).text
+    assert (await client.post("/v1/customers", json=registration(tenant), headers=staff)).is_success
+    registered = (await client.get("/metrics")).text
+    assert sample(registered, *appends) == sample(before, *appends) + 1
+
+    invite = {"user_id": "ann", "role": "FINANCE", "name": "Ann", "email": "ann@acme.example"}
+    path = f"/v1/customers/{tenant}/users"
+    first = await client.post(path, json=invite, headers={**staff, "If-Match": '"1"'})
+    assert first.is_success, first.text
+    again = {**invite, "user_id": "bob"}
+    refused = await client.post(path, json=again, headers={**staff, "If-Match": '"1"'})
+    assert refused.status_code == 412
+    after = (await client.get("/metrics")).text
+    assert sample(after, *stale) == sample(registered, *stale) + 1
+    assert sample(after, *appends) == sample(registered, *appends) + 1  # the refused wrote none
