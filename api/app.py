@@ -236,7 +236,7 @@ async def logout(request: Request[Any, Any, Any], principal: NamedDependency[Pri
 
 def create_app(services: Services, tokens: TokenService) -> Litestar:
     """The application over `services`; the caller owns their lifetime."""
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             register_customer,
@@ -262,3 +262,4 @@ def create_app(services: Services, tokens: TokenService) -> Litestar:
         ),
         state=State({"api": Api(services, tokens)}),
     )
+    return platform.around_every_request(app)

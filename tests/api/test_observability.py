@@ -5,6 +5,7 @@ requests no route matches."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from litestar import Litestar
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -25,9 +27,13 @@ from opentelemetry.util._once import Once
 from opentelemetry.util.types import Attributes
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.app import create_app
+from api.auth import TokenService
+from api.observability import configure_logging
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
 from tests.api.test_customers import registration
 from tests.conftest import client_address
+from valueledger.services import Services
 
 Client = httpx.AsyncClient
 NO_STREAM = StreamState.NO_STREAM
@@ -215,3 +221,46 @@ async def test_metrics_count_appends_and_stale_versions(
     after = (await client.get("/metrics")).text
     assert sample(after, *stale) == sample(registered, *stale) + 1
     assert sample(after, *appends) == sample(registered, *appends) + 1  # the refused wrote none
+
+
+# --- requests no route matches ------------------------------------------------------------------
+
+
+async def test_an_unknown_path_is_logged_counted_and_rate_limited(
+    services: Services, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "2")
+    path = f"/nope-{secrets.token_hex(4)}"
+    app = create_app(services, tokens)
+    output = io.StringIO()
+    saved = structlog.get_config()
+    configure_logging("INFO", file=output, cache=False)
+    try:
+        async with serve(app) as client:
+            answers = [
+                await client.get(path, headers={"X-Request-Id": f"nope-{number}"})
+                for number in range(3)
+            ]
+    finally:
+        structlog.configure(**saved)
+    async with serve(app) as scraper:  # from an address of its own: this one is over its limit
+        metrics = (await scraper.get("/metrics")).text
+
+    assert [answer.status_code for answer in answers] == [404, 404, 429]
+    assert answers[0].headers["content-type"] == "application/problem+json"
+    assert [answer.headers["x-request-id"] for answer in answers] == [
+        "nope-0",
+        "nope-1",
+        "nope-2",
+    ]
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    logged = [line for line in lines if line["event"] == "request" and line["method"] == "GET"]
+    unmatched = [line for line in logged if line["request_id"].startswith("nope-")]
+    assert [(line["route"], line["status"]) for line in unmatched] == [
+        ("<unmatched>", 404),
+        ("<unmatched>", 404),
+        ("<unmatched>", 429),
+    ]
+    labels = {"method": "GET", "route": "<unmatched>", "status": "404"}
+    assert sample(metrics, "valueledger_http_requests_total", labels) >= 2
+    assert path not in metrics  # the path a client chose is never a label
