@@ -10,9 +10,12 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import msgspec
 import pytest
 import structlog
 from litestar import Litestar
@@ -30,10 +33,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.app import create_app
 from api.auth import TokenService
 from api.observability import configure_logging
+from domain.roles import Role
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
+from tests.api.conftest import bearer
 from tests.api.test_customers import registration
-from tests.conftest import client_address
-from valueledger.services import Services
+from tests.conftest import FreshDatabases, client_address, settings_for
+from valueledger.services import Services, open_services
 
 Client = httpx.AsyncClient
 NO_STREAM = StreamState.NO_STREAM
@@ -184,6 +189,69 @@ async def test_an_append_statement_shared_by_two_callers_is_linked_to_both(
     assert statement.parent is not None
     assert statement.parent.span_id == callers["first"]
     assert [link.context.span_id for link in statement.links] == [callers["second"]]
+
+
+# --- a server error -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def own_services(
+    main_server: FreshDatabases, redis_url: str, key_folder: Path, cache_prefix: str
+) -> AsyncIterator[tuple[Services, str]]:
+    """Services over a database of this test's own, which it may break."""
+    url = await main_server.create(f"broken_{secrets.token_hex(3)}")
+    settings = msgspec.structs.replace(
+        settings_for(url, key_folder), redis_url=redis_url, cache_prefix=cache_prefix
+    )
+    async with open_services(settings, url, redis_url) as opened:
+        yield opened, url
+
+
+async def test_an_unexpected_failure_is_a_500_with_the_trace_id_and_no_internals(
+    own_services: tuple[Services, str], tokens: TokenService, tenant: str
+) -> None:
+    services, url = own_services
+    # The dashboard's read model gone (as after a botched migration): its query fails in a way
+    # no handler expects.
+    owner = await asyncpg.connect(url)
+    try:
+        await owner.execute(
+            "ALTER TABLE read_models.dashboard_customers RENAME TO dashboard_customers_gone"
+        )
+    finally:
+        await owner.close()
+    trace_id = secrets.token_hex(16)
+    output = io.StringIO()
+    saved = structlog.get_config()
+    configure_logging("INFO", file=output, cache=False)
+    try:
+        async with serve(create_app(services, tokens)) as client:
+            answer = await client.get(
+                f"/v1/customers/{tenant}/dashboard",
+                headers={
+                    **bearer(tokens, "ann", tenant, Role.FINANCE),
+                    "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+                },
+            )
+    finally:
+        structlog.configure(**saved)
+
+    assert answer.status_code == 500, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["type"].endswith("/internal")
+    assert problem["trace_id"] == trace_id
+    assert set(problem) == {"type", "title", "status", "detail", "instance", "trace_id"}
+    for internal in ("dashboard_customers", "read_models", "SELECT", "Undefined", "Traceback"):
+        assert internal not in answer.text
+
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    [error] = [line for line in lines if line["event"] == "unexpected error"]
+    assert error["level"] == "error"
+    assert error["trace_id"] == trace_id
+    assert "UndefinedTableError" in error["exception"]  # the cause, for whoever reads the logs
+    [request] = [line for line in lines if line["event"] == "request"]
+    assert (request["status"], request["level"], request["trace_id"]) == (500, "error", trace_id)
 
 
 # --- metrics ------------------------------------------------------------------------------------
