@@ -55,6 +55,11 @@ tracer = trace.get_tracer("valueledger.api")
 
 REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 """A client's X-Request-Id is used only if it is this tame (it ends up in logs)."""
+METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+"""Methods logged and counted by name; any other a client invents is ``_OTHER`` (as in
+OpenTelemetry's HTTP conventions), so it cannot grow the metrics either."""
 UNMATCHED: Final = "<unmatched>"
 """The route of a request no route matched, in logs, metrics and spans: never its path, which
 the client chooses (a label per path would grow the metrics without bound)."""
@@ -247,7 +252,7 @@ class RequestTelemetryMiddleware:
             return
         started = time.perf_counter()
         headers = _headers(scope)
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in METHODS else "_OTHER"
         offered = headers.get("x-request-id", "")
         request_id = offered if REQUEST_ID.match(offered) else random_id()
         state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
@@ -281,10 +286,11 @@ class RequestTelemetryMiddleware:
                     IN_FLIGHT.dec()
                     seconds = time.perf_counter() - started
                     # Set by routing, which ran inside; absent when no route matched.
-                    route = scope.get("path_template") or UNMATCHED
-                    if span.is_recording():
-                        span.update_name(f"{method} {route}")
-                        span.set_attribute("http.route", route)
+                    matched = scope.get("path_template")
+                    route = matched or UNMATCHED
+                    if matched and span.is_recording():
+                        span.update_name(f"{method} {matched}")
+                        span.set_attribute("http.route", matched)
                     span.set_attribute("http.response.status_code", status)
                     if status >= 500:
                         span.set_status(StatusCode.ERROR)
