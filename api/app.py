@@ -271,4 +271,4 @@ def create_app(services: Services, tokens: TokenService) -> Litestar:
         state=State({"api": Api(services, tokens)}),
     )
     complete_document(app, platform.DOCUMENTING)
-    return app
+    return platform.around_every_request(app)

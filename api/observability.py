@@ -56,6 +56,14 @@ tracer = trace.get_tracer("valueledger.api")
 
 REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 """A client's X-Request-Id is used only if it is this tame (it ends up in logs)."""
+METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+"""Methods logged and counted by name; any other a client invents is ``_OTHER`` (as in
+OpenTelemetry's HTTP conventions), so it cannot grow the metrics either."""
+UNMATCHED: Final = "<unmatched>"
+"""The route of a request no route matched, in logs, metrics and spans: never its path, which
+the client chooses (a label per path would grow the metrics without bound)."""
 
 REQUESTS: Final = Counter(
     "valueledger_http_requests_total",
@@ -191,21 +199,20 @@ def trace_id_of(span: trace.Span) -> str:
     return random_id()
 
 
-def server_span(
-    method: str, route: str, headers: Mapping[str, str]
-) -> AbstractContextManager[trace.Span]:
-    """The request's server span, continuing the caller's trace (``traceparent``). With no SDK
-    installed a span would record nothing, so none is started: the caller's span context is
-    carried as it came, which is all the logs and problems read from it, at a fraction of the
-    cost of a no-op span made current."""
+def server_span(method: str, headers: Mapping[str, str]) -> AbstractContextManager[trace.Span]:
+    """The request's server span, continuing the caller's trace (``traceparent``); named by
+    the method alone until routing has found the route. With no SDK installed a span would
+    record nothing, so none is started: the caller's span context is carried as it came, which
+    is all the logs and problems read from it, at a fraction of the cost of a no-op span made
+    current."""
     context = propagate.extract(headers)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return contextlib.nullcontext(trace.get_current_span(context))
     return tracer.start_as_current_span(
-        f"{method} {route}",
+        method,
         context=context,
         kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "http.route": route},
+        attributes={"http.request.method": method},
     )
 
 
@@ -230,8 +237,9 @@ def status_of(error: BaseException) -> int:
 
 
 class RequestTelemetryMiddleware:
-    """Request id, trace span, structlog context, metrics and the request's log line. The
-    outermost middleware, so it sees every answer, rate limits included."""
+    """Request id, trace span, structlog context, metrics and the request's log line. It wraps
+    the whole application, routing included (`api.platform.around_every_request`), so it sees
+    every answer: rate limits, and requests no route matches."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -251,13 +259,12 @@ class RequestTelemetryMiddleware:
             return
         started = time.perf_counter()
         headers = _headers(scope)
-        method = scope["method"]
-        route = scope.get("path_template") or "unmatched"
+        method = scope["method"] if scope["method"] in METHODS else "_OTHER"
         offered = headers.get("x-request-id", "")
         request_id = offered if REQUEST_ID.match(offered) else random_id()
         state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
         status = 500
-        with server_span(method, route, headers) as span:
+        with server_span(method, headers) as span:
             trace_id = trace_id_of(span)
             state["trace_id"] = trace_id
             state["request_id"] = request_id
@@ -285,6 +292,12 @@ class RequestTelemetryMiddleware:
                 finally:
                     IN_FLIGHT.dec()
                     seconds = time.perf_counter() - started
+                    # Set by routing, which ran inside; absent when no route matched.
+                    matched = scope.get("path_template")
+                    route = matched or UNMATCHED
+                    if matched and span.is_recording():
+                        span.update_name(f"{method} {matched}")
+                        span.set_attribute("http.route", matched)
                     span.set_attribute("http.response.status_code", status)
                     if status >= 500:
                         span.set_status(StatusCode.ERROR)

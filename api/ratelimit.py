@@ -302,7 +302,8 @@ class RateLimitMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path_template") in self.UNLIMITED:
+        # Before routing (see api.platform), so by the path as sent.
+        if scope["type"] != "http" or scope["path"] in self.UNLIMITED:
             await self.app(scope, receive, send)
             return
         services = api_of_scope(scope).services

@@ -59,7 +59,11 @@ APPEND_SECONDS: Final = Histogram(
 )
 CONFLICTS: Final = Counter(
     "valueledger_concurrency_conflicts_total",
-    "Appends that lost a race, by aggregate kind and by whether the command was decided again.",
+    "Commands that found their stream at another version than the one they were decided on "
+    "(or, with If-Match, than the caller's), by aggregate kind and outcome: 'decided again' "
+    "(an append that lost a race, decided anew), 'reported' (a race lost on the last attempt "
+    "or under If-Match: 409 or 412), 'stale version' (If-Match named a version the stream had "
+    "left before the command was decided: 412).",
     ["aggregate", "outcome"],
 )
 _tracer: Final = trace.get_tracer(__name__)
@@ -220,6 +224,7 @@ async def execute(
         for attempt in range(1, ATTEMPTS + 1):
             loaded = await load(store, aggregate, stream)
             if expected_version is not None and loaded.version != expected_version:
+                CONFLICTS.labels(aggregate.kind, "stale version").inc()
                 raise ConcurrencyError(stream, expected_version, loaded.version)
             events = await decide(loaded.state)
             if not events:

@@ -33,6 +33,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
+from opentelemetry import context as otel_context
 
 from eventstore.canonical import InvalidPayloadError, canonical_json
 from eventstore.db import Connection
@@ -54,6 +55,7 @@ from eventstore.receipts import (
     record_hash,
 )
 from eventstore.signing import BatchSigner
+from eventstore.tracing import caller_context, sql_span
 
 TENANT_FORMAT: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
 STREAM_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
@@ -196,6 +198,8 @@ class _Append:
     idempotency_key: str | None
     content_hash: str
     future: asyncio.Future[list[RecordedEvent]]
+    caller: otel_context.Context | None
+    """The appending request's trace context, parent of its statement's span (None: no SDK)."""
     # Set when a statement it shared failed as a whole: it is then committed alone, so that it
     # fails alone if it was the cause.
     solo: bool = False
@@ -651,6 +655,7 @@ class EventStore:
             idempotency_key=idempotency_key,
             content_hash=digest.hexdigest(),
             future=asyncio.get_running_loop().create_future(),
+            caller=caller_context(),
         )
 
     async def _commit_queued(self) -> None:
@@ -859,7 +864,14 @@ class EventStore:
             self._preparing = asyncio.create_task(self._prepare_following(group))
         try:
             try:
-                outcome = await self._call_append(connection, group)
+                callers = [
+                    append.caller
+                    for batch in group
+                    for append in batch.appends
+                    if append.caller is not None
+                ]
+                with sql_span("append", "events", callers):
+                    outcome = await self._call_append(connection, group)
             finally:
                 # The next round may be built already, or still being signed: it is needed
                 # (or given back) whatever happened to this one.
@@ -1426,42 +1438,46 @@ class EventStore:
 
     async def read_stream(self, stream: str, from_version: int = 0) -> list[RecordedEvent]:
         """The stream's events with version >= from_version, in version order."""
-        rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2"
-            " ORDER BY version",
-            stream,
-            from_version,
-        )
+        with sql_span("SELECT", "events"):
+            rows = await self._pool.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2"
+                " ORDER BY version",
+                stream,
+                from_version,
+            )
         return [_row_to_event(row) for row in rows]
 
     async def stream_ids(self, tenant: str, prefix: str = "") -> list[str]:
         """The ids of `tenant`'s streams that start with `prefix`, in id order."""
-        rows = await self._pool.fetch(
-            "SELECT stream_id FROM events WHERE tenant = $1 AND version = 1"
-            " AND starts_with(stream_id, $2) ORDER BY stream_id",
-            tenant,
-            prefix,
-        )
+        with sql_span("SELECT", "events"):
+            rows = await self._pool.fetch(
+                "SELECT stream_id FROM events WHERE tenant = $1 AND version = 1"
+                " AND starts_with(stream_id, $2) ORDER BY stream_id",
+                tenant,
+                prefix,
+            )
         return [row["stream_id"] for row in rows]
 
     async def read_tenant(
         self, tenant: str, from_seq: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]:
         """A slice of one tenant's chain in seq order."""
-        rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE tenant = $1 AND seq >= $2"
-            " ORDER BY seq LIMIT $3",
-            tenant,
-            from_seq,
-            limit,
-        )
+        with sql_span("SELECT", "events"):
+            rows = await self._pool.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE tenant = $1 AND seq >= $2"
+                " ORDER BY seq LIMIT $3",
+                tenant,
+                from_seq,
+                limit,
+            )
         return [_row_to_event(row) for row in rows]
 
     async def read_all(self, after: Cursor = START, limit: int = 1000) -> list[RecordedEvent]:
         """Committed events after `after`, in commit-safe order; never one that could later
         turn up behind a cursor already handed out."""
-        async with self._pool.acquire() as connection:
-            return await read_committed(connection, after, limit)
+        with sql_span("SELECT", "events"):
+            async with self._pool.acquire() as connection:
+                return await read_committed(connection, after, limit)
 
     async def held_back(self, after: Cursor) -> tuple[int, float]:
         """Events committed after `after` that readers may not have yet, because an older

@@ -12,6 +12,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from commands.aggregates import CUSTOMER, SETUP
 from commands.customer import (
@@ -124,10 +125,16 @@ async def test_lost_races_are_decided_again_on_the_new_state(
 ) -> None:
     await handle_customer(store, register(tenant))
     users = [f"user-{number}" for number in range(6)]
+    lost = {"aggregate": "customer", "outcome": "decided again"}
+    before = REGISTRY.get_sample_value("valueledger_concurrency_conflicts_total", lost) or 0
     outcomes = await asyncio.gather(
         *(handle_customer(store, invite(tenant, user, Role.TECHNICAL)) for user in users),
         return_exceptions=True,
     )
+    # All six read version 1 before any appended, so the first round alone lost five races.
+    after = REGISTRY.get_sample_value("valueledger_concurrency_conflicts_total", lost)
+    assert after is not None
+    assert after >= before + 5
     recorded = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
     # Each retry decides again, so most racers get in; whoever lost ATTEMPTS times is told.
     assert all(isinstance(o, ConcurrencyError) for o in outcomes if isinstance(o, BaseException))
