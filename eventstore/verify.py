@@ -246,6 +246,18 @@ class ChainVerifier:
         """`record` has exactly the covered and proof members, of the right types (see
         check_shape); `canonical` is the JCS form of its covered members; `recorded_at`, if
         given, is its recorded_at already parsed."""
+        self.accept(record["seq"], self.vet(record, canonical, line, recorded_at=recorded_at))
+
+    def vet(
+        self,
+        record: dict[str, Any],
+        canonical: bytes,
+        line: int | None = None,
+        *,
+        recorded_at: datetime | None = None,
+    ) -> str:
+        """check() without taking the record into the chain: its hash, once every check of
+        the record held (the database's checks of its row come before accepting it)."""
         seq: int = record["seq"]
         self.check_tenant(record, line)
         self.check_position(seq, record["prev_hash"], line)
@@ -272,6 +284,10 @@ class ChainVerifier:
             )
         if not signature_holds(key.public_key, digest, record["signature"]):
             self.fail("bad signature", f"signature does not verify with key {key_id}", seq, line)
+        return digest
+
+    def accept(self, seq: int, digest: str) -> None:
+        """The record vetted (seq, with hash `digest`) is good: expect its successor."""
         self.expected_seq = seq + 1
         self.last_hash = digest
         self.count += 1
@@ -1014,6 +1030,10 @@ def _check_row(verifier: ChainVerifier, row: Any) -> None:
     if canonical_form != canonical or not isinstance(signed, dict):
         fail("non-canonical record", "stored bytes are not the JCS form of their content")
         return
+    if proof := signed.keys() & PROOF_MEMBERS:
+        # Signed bytes holding a proof member: a bundle line would hold it twice. Merged
+        # with the row's proof below, it would vanish unseen.
+        fail("unknown member", f"{_names(proof)} in the signed bytes")
     record = check_shape(
         {**signed, "hash": row["hash"], "signature": row["signature"], "key_id": row["key_id"]},
         verifier.tenant,
@@ -1034,10 +1054,11 @@ def _check_row(verifier: ChainVerifier, row: Any) -> None:
                 "column mismatch",
                 f"column {name} is {value!r}, the signed record says {record[name]!r}",
             )
-    verifier.check(record, canonical)
+    digest = verifier.vet(record, canonical)
     for name in ("data", "meta"):
         if not _same_json(row[f"{name}_copy"], signed[name]):
             fail("copy mismatch", f"the jsonb copy of {name} differs from the signed {name}")
+    verifier.accept(seq, digest)
 
 
 def _same_json(copy_text: str, signed: Any) -> bool:
