@@ -156,6 +156,9 @@ class Report(msgspec.Struct):
     trust: Trust
     key_ids: list[str]
     failure: Failure | None = None
+    error: str | None = None
+    """Why there is no verdict (a key file that is no key, an unreadable bundle, no such
+    tenant...): the command line's exit 2, where `failure` is a verdict's exit 1."""
 
 
 class VerificationFailed(Exception):
@@ -194,14 +197,18 @@ class KeyRing:
 def pinned_keyring(pems: Iterable[bytes]) -> KeyRing:
     """A ring trusting exactly these public keys (e.g. `--key FILE`), with no windows yet."""
     ring = KeyRing(pinned=frozenset())
-    ids = set()
     for pem in pems:
-        key = load_public_key_pem(pem)
-        key_id = key_id_of(key)
-        ids.add(key_id)
-        ring.keys[key_id] = TrustedKey(key, None, None)
-    ring.pinned = frozenset(ids)
+        pin_key(ring, pem)
     return ring
+
+
+def pin_key(ring: KeyRing, pem: bytes) -> None:
+    """Trust this public key too (the ring then trusts pinned keys only); ValueError saying
+    why if it is no RSA public key fit to verify receipts."""
+    key = load_public_key_pem(pem)
+    key_id = key_id_of(key)
+    ring.keys[key_id] = TrustedKey(key, None, None)
+    ring.pinned = frozenset({*(ring.pinned or ()), key_id})
 
 
 def add_listed_key(
@@ -961,7 +968,9 @@ async def verify_database(
             except ValueError as error:
                 raise VerificationFailed(Failure("bad key", str(error))) from None
             listed.append(row["key_id"])
-        if tenants is None:
+        if tenants is not None:
+            await _refuse_tenants_without_ledger(connection, tenants)
+        else:
             tenants = [
                 row["tenant"]
                 for row in await connection.fetch(
@@ -1005,6 +1014,20 @@ async def verify_database(
             failure, good = failure.at_seq(verifier.expected_seq), verifier.count
         return Report(False, total + good, checked, trust, listed, failure)
     return Report(True, total, checked, trust, listed)
+
+
+async def _refuse_tenants_without_ledger(connection: Connection, tenants: list[str]) -> None:
+    """A tenant named that has neither a head nor a record is a mistake in the request (as
+    for export), not a ledger found wrong: LookupError, before anything is verified."""
+    unknown = await connection.fetchval(
+        "SELECT array_agg(tenant ORDER BY ordinality) FROM unnest($1::text[]) WITH ORDINALITY"
+        " AS asked(tenant, ordinality)"
+        " WHERE NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.tenant = asked.tenant)"
+        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.tenant = asked.tenant)",
+        tenants,
+    )
+    if unknown:
+        raise LookupError(f"tenant {unknown[0]!r} has no ledger")
 
 
 _DATABASE_PAGE: Final = """

@@ -1,5 +1,6 @@
 """What `verify --bundle` says about a hostile bundle: each documented reason, at the right seq,
-in a bounded message that a terminal shows as text (never acts on).
+in a bounded message that a terminal shows as text (never acts on), and a JSON report for a
+machine reader whatever happened.
 
 No database: bundles are the committed sample (docs/examples/), edited, and re-signed with
 the committed TEST ONLY key where an edit must otherwise verify.
@@ -264,3 +265,53 @@ def test_text_from_a_bundle_never_reaches_the_terminal_raw(place: str, text: str
     result = _cli(_HOSTILE[place](text), "--jobs", "1")
     assert result.exit_code in {0, 1}, result.output
     assert _control_characters(result.output) == [], result.output
+
+
+# -------------------------------------------------------------------- errors of the command
+
+
+def test_a_bad_key_file_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "published.pem"
+    junk.write_text("not a key")
+    result = CliRunner().invoke(
+        main, ["verify", "--bundle", str(make_examples.SAMPLE_BUNDLE), "--key", str(junk)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"valueledger: --key {junk}: not a PEM public key")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "trust", "error"),
+    [
+        (["--key", "{junk}"], "pinned", "--key {junk}: not a PEM public key"),
+        (["--bundle", "/nonexistent/bundle.jsonl"], "bundle", "does not exist"),
+        (["--bundle", "{sample}", "--tenant", "x"], "bundle", "--tenant applies to the database"),
+        (["--jobs", "2"], "database", "--jobs applies to a bundle"),
+    ],
+)
+def test_json_is_a_report_even_without_a_verdict(
+    tmp_path: Path, arguments: list[str], trust: str, error: str
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    filled = {"junk": str(junk), "sample": str(make_examples.SAMPLE_BUNDLE)}
+    asked = ["verify", *(argument.format(**filled) for argument in arguments), "--json"]
+    result = CliRunner().invoke(main, asked)
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["records"], report["trust"], report["failure"]) == (
+        False,
+        0,
+        trust,
+        None,
+    )
+    assert error.format(**filled) in report["error"]
+    assert result.stderr.startswith(("valueledger: ", "Usage: "))
+
+
+def test_json_of_a_verdict_has_no_error() -> None:
+    result = _cli(_bundle(), "--json", "--jobs", "1")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["error"] is None
