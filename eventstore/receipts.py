@@ -27,7 +27,9 @@ COVERED_MEMBERS: Final = frozenset(
 PROOF_MEMBERS: Final = frozenset({"hash", "signature", "key_id"})
 MIN_RSA_BITS: Final = 2048
 
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+# ASCII digits only: \d would also take the digits of other scripts (e.g. Arabic-Indic),
+# which strptime reads as numbers, giving one instant several spellings.
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -42,7 +44,8 @@ def format_timestamp(moment: datetime) -> str:
 def parse_timestamp(text: str) -> datetime:
     """The inverse of format_timestamp; any other spelling is refused."""
     if not _TIMESTAMP.match(text):
-        raise ValueError(f"recorded_at {text!r} is not RFC 3339 UTC with microseconds and Z")
+        shown = repr(text) if len(text) <= 64 else f"{text[:64]!r}... ({len(text)} characters)"
+        raise ValueError(f"recorded_at {shown} is not RFC 3339 UTC with microseconds and Z")
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 

@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, NamedTuple, NoReturn
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -86,18 +86,67 @@ class Failure(msgspec.Struct, frozen=True):
     detail: str
     tenant: str | None = None
     seq: int | None = None
+    """The seq the failing record stands at in the chain: the one expected there."""
     line: int | None = None
+    claimed_seq: int | None = None
+    """The seq the failing record itself claims, when that is another one than `seq`."""
 
     def describe(self) -> str:
+        """The failure in one line for a terminal. Its tenant and detail may come from a
+        hostile bundle, so every character a terminal would act on (escape sequences, carriage
+        returns, bidirectional overrides...) is shown escaped: a bundle cannot print a fake
+        verdict."""
         where = []
         if self.tenant is not None:
-            where.append(f"tenant {self.tenant}")
+            shown = self.tenant if _PLAIN_TENANT.match(self.tenant) else quoted(self.tenant)
+            where.append(f"tenant {shown}")
         if self.seq is not None:
             where.append(f"seq {self.seq}")
         if self.line is not None:
             where.append(f"line {self.line}")
         place = ", ".join(where) or "bundle"
-        return f"{place}: {self.reason}: {self.detail}"
+        claimed = ""
+        if self.claimed_seq is not None:
+            claimed = f" (the record claims seq {self.claimed_seq})"
+        return printable(f"{place}: {self.reason}: {self.detail}{claimed}")
+
+    def at_seq(self, expected: int) -> Failure:
+        """This failure of a record line, placed at the seq the line stands at (a line's own
+        seq is only a claim: it can be anything)."""
+        if self.seq is not None:
+            return self
+        claimed = None if self.claimed_seq == expected else self.claimed_seq
+        return msgspec.structs.replace(self, seq=expected, claimed_seq=claimed)
+
+
+_PLAIN_TENANT: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
+"""A tenant as the store issues them: shown as it is; any other is quoted."""
+ECHOED_CHARACTERS: Final = 64
+"""How much of a bundle's text a failure repeats: enough to recognise it, never the whole of
+an absurd line."""
+
+
+def quoted(text: str, limit: int = ECHOED_CHARACTERS) -> str:
+    """`text` as a Python literal, cut to `limit` characters: how a failure names a value from
+    the bundle, so that its end and any odd character in it are visible."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def bounded(message: str, limit: int = 5 * ECHOED_CHARACTERS) -> str:
+    """A message that may repeat the bundle's text (a parser's, a path), cut to `limit`."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}... ({len(message)} characters)"
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (C0 and C1 controls, DEL, format
+    characters, line and paragraph separators...) written as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class Report(msgspec.Struct):
@@ -107,6 +156,9 @@ class Report(msgspec.Struct):
     trust: Trust
     key_ids: list[str]
     failure: Failure | None = None
+    error: str | None = None
+    """Why there is no verdict (a key file that is no key, an unreadable bundle, no such
+    tenant...): the command line's exit 2, where `failure` is a verdict's exit 1."""
 
 
 class VerificationFailed(Exception):
@@ -145,14 +197,18 @@ class KeyRing:
 def pinned_keyring(pems: Iterable[bytes]) -> KeyRing:
     """A ring trusting exactly these public keys (e.g. `--key FILE`), with no windows yet."""
     ring = KeyRing(pinned=frozenset())
-    ids = set()
     for pem in pems:
-        key = load_public_key_pem(pem)
-        key_id = key_id_of(key)
-        ids.add(key_id)
-        ring.keys[key_id] = TrustedKey(key, None, None)
-    ring.pinned = frozenset(ids)
+        pin_key(ring, pem)
     return ring
+
+
+def pin_key(ring: KeyRing, pem: bytes) -> None:
+    """Trust this public key too (the ring then trusts pinned keys only); ValueError saying
+    why if it is no RSA public key fit to verify receipts."""
+    key = load_public_key_pem(pem)
+    key_id = key_id_of(key)
+    ring.keys[key_id] = TrustedKey(key, None, None)
+    ring.pinned = frozenset({*(ring.pinned or ()), key_id})
 
 
 def add_listed_key(
@@ -183,7 +239,7 @@ class ChainVerifier:
         self.last_hash: str | None = GENESIS_HASH if first_seq == 1 else None
         self.count = 0
 
-    def fail(self, reason: str, detail: str, seq: int | None, line: int | None) -> None:
+    def fail(self, reason: str, detail: str, seq: int | None, line: int | None) -> NoReturn:
         raise VerificationFailed(Failure(reason, detail, self.tenant, seq, line))
 
     def check(
@@ -197,6 +253,18 @@ class ChainVerifier:
         """`record` has exactly the covered and proof members, of the right types (see
         check_shape); `canonical` is the JCS form of its covered members; `recorded_at`, if
         given, is its recorded_at already parsed."""
+        self.accept(record["seq"], self.vet(record, canonical, line, recorded_at=recorded_at))
+
+    def vet(
+        self,
+        record: dict[str, Any],
+        canonical: bytes,
+        line: int | None = None,
+        *,
+        recorded_at: datetime | None = None,
+    ) -> str:
+        """check() without taking the record into the chain: its hash, once every check of
+        the record held (the database's checks of its row come before accepting it)."""
         seq: int = record["seq"]
         self.check_tenant(record, line)
         self.check_position(seq, record["prev_hash"], line)
@@ -211,7 +279,6 @@ class ChainVerifier:
             if self.ring.pinned is not None:
                 self.fail("untrusted key", f"signed by {key_id}, not a pinned key", seq, line)
             self.fail("unknown key", f"signed by {key_id}, which is not listed", seq, line)
-            return
         stamped = parse_timestamp(record["recorded_at"]) if recorded_at is None else recorded_at
         if (key.valid_from is not None and stamped < key.valid_from) or (
             key.valid_until is not None and stamped >= key.valid_until
@@ -224,14 +291,27 @@ class ChainVerifier:
             )
         if not signature_holds(key.public_key, digest, record["signature"]):
             self.fail("bad signature", f"signature does not verify with key {key_id}", seq, line)
+        return digest
+
+    def accept(self, seq: int, digest: str) -> None:
+        """The record vetted (seq, with hash `digest`) is good: expect its successor."""
         self.expected_seq = seq + 1
         self.last_hash = digest
         self.count += 1
 
     def check_tenant(self, record: dict[str, Any], line: int | None) -> None:
+        """Checked before the record's position, so the failure names no seq: whoever knows
+        where the record stands places it (Failure.at_seq)."""
         if record["tenant"] != self.tenant:
-            self.fail(
-                "wrong tenant", f"record belongs to {record['tenant']!r}", record["seq"], line
+            raise VerificationFailed(
+                Failure(
+                    "wrong tenant",
+                    f"record belongs to {quoted(record['tenant'])}",
+                    self.tenant,
+                    None,
+                    line,
+                    _claimed_seq(record),
+                )
             )
 
     def check_position(self, seq: int, prev_hash: str, line: int | None) -> None:
@@ -249,7 +329,7 @@ class ChainVerifier:
             self.fail(
                 "repeated seq",
                 f"seq {seq} again or out of order (expected {self.expected_seq})",
-                seq,
+                self.expected_seq,
                 line,
             )
         if prev_hash != self.last_hash:
@@ -297,22 +377,23 @@ def _check_shape(
                 return record, _parse_recorded_at(record["recorded_at"])
             except ValueError:
                 pass  # reported below
-    seq = record.get("seq") if isinstance(record, dict) else None
-    seq = seq if _is_int(seq) else None
+    claimed = _claimed_seq(record)
 
     def fail(reason: str, detail: str) -> None:
-        raise VerificationFailed(Failure(reason, detail, tenant, seq, line))
+        # The seq it stands at is known to the chain's verifier, which places the failure.
+        raise VerificationFailed(Failure(reason, detail, tenant, None, line, claimed))
 
     if not isinstance(record, dict):
         fail("malformed line", "a record line must be a JSON object")
     if record.keys() != LINE_MEMBERS:
         members = set(record)
         if unknown := members - LINE_MEMBERS:
-            fail("unknown member", ", ".join(sorted(unknown)))
+            fail("unknown member", _names(unknown))
         if missing := LINE_MEMBERS - members:
-            fail("missing member", ", ".join(sorted(missing)))
+            fail("missing member", _names(missing))
     if record["v"] != RECEIPT_VERSION or not _is_int(record["v"]):
-        fail("unsupported version", f"v is {record['v']!r}, this verifier reads v 1")
+        shown = quoted(record["v"]) if isinstance(record["v"], str) else bounded(repr(record["v"]))
+        fail("unsupported version", f"v is {shown}, this verifier reads v 1")
     for name in ("seq", "version"):
         if not _is_int(record[name]) or not 1 <= record[name] <= MAX_SAFE_INTEGER:
             fail("bad member", f"{name} must be a positive integer")
@@ -328,6 +409,21 @@ def _check_shape(
         fail("bad member", str(error))
     checked: dict[str, Any] = record
     return checked, stamped
+
+
+def _claimed_seq(record: Any) -> int | None:
+    """The seq a record says it has, if it is one a record could have."""
+    seq = record.get("seq") if isinstance(record, dict) else None
+    if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SAFE_INTEGER:
+        return seq
+    return None
+
+
+def _names(names: Iterable[str], shown: int = 5) -> str:
+    """Member names as a failure lists them: a few, quoted and cut short, and how many."""
+    ordered = sorted(names)
+    listed = ", ".join(quoted(name) for name in ordered[:shown])
+    return listed if len(ordered) <= shown else f"{listed} and {len(ordered) - shown} more"
 
 
 def _parse_recorded_at(text: str) -> datetime:
@@ -389,11 +485,18 @@ def _nested_too_deeply(raw: bytes) -> bool:
 
 def parse_strict(raw: bytes) -> Any:
     """Parse one JSON document refusing duplicate members, floats, NaN, Infinity and nesting
-    deeper than MAX_NESTING."""
+    deeper than MAX_NESTING. The bytes must be UTF-8, without a byte-order mark: given bytes,
+    json.loads would also read UTF-16 and UTF-32, and skip a BOM."""
     if _nested_too_deeply(raw):
         raise ValueError("nested too deeply")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8: {error.reason} at byte {error.start}") from None
+    if text.startswith("\ufeff"):
+        raise ValueError("starts with a byte-order mark (lines are UTF-8 without one)")
     return json.loads(
-        raw,
+        text,
         object_pairs_hook=_strict_pairs,
         parse_float=_refuse_float,
         parse_constant=_refuse_constant,
@@ -432,23 +535,27 @@ def _parse_line(
         trusted = False  # the strict parser below says precisely what is wrong
     if not trusted:
         try:
+            if not raw.strip(b" \t\r"):
+                raise ValueError("empty line (each line holds one record)")
             parsed = parse_strict(raw)
         except (ValueError, RecursionError) as error:
             detail = str(error) if isinstance(error, ValueError) else "nested too deeply"
             raise VerificationFailed(
-                Failure("malformed line", detail[:300], tenant, None, line)
+                Failure("malformed line", bounded(detail), tenant, None, line)
             ) from None
     record, recorded_at = _check_shape(parsed, tenant, line)
     try:
         canonical = canonical_json(_covered(record))
     except InvalidPayloadError as error:
         raise VerificationFailed(
-            Failure("invalid value", str(error), tenant, record["seq"], line)
+            Failure("invalid value", bounded(str(error)), tenant, None, line, record["seq"])
         ) from None
     return record, canonical, recorded_at
 
 
-def _read_lines(stream: IO[bytes], limit: int, number: int) -> Iterator[tuple[int, bytes]]:
+def _read_lines(
+    stream: IO[bytes], limit: int, number: int, tenant: str
+) -> Iterator[tuple[int, bytes]]:
     """Numbered lines (after line `number`) without their newline, each <= `limit` bytes."""
     while True:
         raw = stream.readline(limit + 1)
@@ -457,7 +564,7 @@ def _read_lines(stream: IO[bytes], limit: int, number: int) -> Iterator[tuple[in
         number += 1
         if len(raw) > limit:
             raise VerificationFailed(
-                Failure("line too long", f"longer than {limit} bytes", None, None, number)
+                Failure("line too long", f"longer than {limit} bytes", tenant, None, number)
             )
         yield number, raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
 
@@ -528,11 +635,11 @@ def verify_bundle(
             listed = _header_keyring(header, ring)
         except (ValueError, RecursionError) as error:
             raise VerificationFailed(
-                Failure("bad header", str(error)[:300], tenant, None, 1)
+                Failure("bad header", bounded(str(error)), tenant, None, 1)
             ) from None
         assert tenant is not None  # noqa: S101 - set above or we raised
         verifier = ChainVerifier(tenant, ring, first_seq=first_seq)
-        lines = _read_lines(stream, MAX_LINE_BYTES, 1)
+        lines = _read_lines(stream, MAX_LINE_BYTES, 1, tenant)
         if jobs > 1:
             _check_in_batches(lines, verifier, jobs, batch_lines, progress)
         else:
@@ -542,13 +649,16 @@ def verify_bundle(
                 if progress is not None:
                     progress(len(raw) + 1)
     except VerificationFailed as failed:
+        failure = failed.failure
+        if verifier is not None:  # a record line's failure, at the seq expected there
+            failure = failure.at_seq(verifier.expected_seq)
         return Report(
             ok=False,
             records=verifier.count if verifier else 0,
-            tenants=[tenant] if tenant else [],
+            tenants=[tenant] if tenant is not None else [],
             trust=ring.trust,
             key_ids=listed,
-            failure=failed.failure,
+            failure=failure,
         )
     return Report(
         ok=True,
@@ -624,13 +734,18 @@ def _check_batch(tenant: str, ring: KeyRing, lines: _Lines) -> _Outcome:
         for line, raw in enumerate(lines.raws, lines.number):
             record, canonical, recorded_at = _parse_line(raw, tenant, line)
             if verifier is None:
-                verifier = ChainVerifier(tenant, ring, first_seq=record["seq"])
-                verifier.check_tenant(record, line)
-                verifier.last_hash = record["prev_hash"]
-                anchor = (record["seq"], record["prev_hash"], line)
+                # Where the first record stands is known to the main process alone: its
+                # failures are left for it to place (verify_bundle).
+                first = ChainVerifier(tenant, ring, first_seq=record["seq"])
+                first.check_tenant(record, line)
+                first.last_hash = record["prev_hash"]
+                verifier, anchor = first, (record["seq"], record["prev_hash"], line)
             verifier.check(record, canonical, line, recorded_at=recorded_at)
     except VerificationFailed as failed:
-        return _Outcome(verifier.count if verifier else 0, anchor, None, failed.failure)
+        if verifier is None:
+            return _Outcome(0, None, None, failed.failure)
+        failure = failed.failure.at_seq(verifier.expected_seq)
+        return _Outcome(verifier.count, anchor, None, failure)
     assert verifier is not None  # noqa: S101 - a batch has lines
     assert verifier.last_hash is not None  # noqa: S101 - set by its first record
     return _Outcome(verifier.count, anchor, (verifier.expected_seq - 1, verifier.last_hash), None)
@@ -853,7 +968,9 @@ async def verify_database(
             except ValueError as error:
                 raise VerificationFailed(Failure("bad key", str(error))) from None
             listed.append(row["key_id"])
-        if tenants is None:
+        if tenants is not None:
+            await _refuse_tenants_without_ledger(connection, tenants)
+        else:
             tenants = [
                 row["tenant"]
                 for row in await connection.fetch(
@@ -891,9 +1008,26 @@ async def verify_database(
                     )
                 )
     except VerificationFailed as failed:
-        good = verifier.count if verifier is not None else 0
-        return Report(False, total + good, checked, trust, listed, failed.failure)
+        failure = failed.failure
+        good = 0
+        if verifier is not None:
+            failure, good = failure.at_seq(verifier.expected_seq), verifier.count
+        return Report(False, total + good, checked, trust, listed, failure)
     return Report(True, total, checked, trust, listed)
+
+
+async def _refuse_tenants_without_ledger(connection: Connection, tenants: list[str]) -> None:
+    """A tenant named that has neither a head nor a record is a mistake in the request (as
+    for export), not a ledger found wrong: LookupError, before anything is verified."""
+    unknown = await connection.fetchval(
+        "SELECT array_agg(tenant ORDER BY ordinality) FROM unnest($1::text[]) WITH ORDINALITY"
+        " AS asked(tenant, ordinality)"
+        " WHERE NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.tenant = asked.tenant)"
+        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.tenant = asked.tenant)",
+        tenants,
+    )
+    if unknown:
+        raise LookupError(f"tenant {unknown[0]!r} has no ledger")
 
 
 _DATABASE_PAGE: Final = """
@@ -919,6 +1053,10 @@ def _check_row(verifier: ChainVerifier, row: Any) -> None:
     if canonical_form != canonical or not isinstance(signed, dict):
         fail("non-canonical record", "stored bytes are not the JCS form of their content")
         return
+    if proof := signed.keys() & PROOF_MEMBERS:
+        # Signed bytes holding a proof member: a bundle line would hold it twice. Merged
+        # with the row's proof below, it would vanish unseen.
+        fail("unknown member", f"{_names(proof)} in the signed bytes")
     record = check_shape(
         {**signed, "hash": row["hash"], "signature": row["signature"], "key_id": row["key_id"]},
         verifier.tenant,
@@ -939,10 +1077,11 @@ def _check_row(verifier: ChainVerifier, row: Any) -> None:
                 "column mismatch",
                 f"column {name} is {value!r}, the signed record says {record[name]!r}",
             )
-    verifier.check(record, canonical)
+    digest = verifier.vet(record, canonical)
     for name in ("data", "meta"):
         if not _same_json(row[f"{name}_copy"], signed[name]):
             fail("copy mismatch", f"the jsonb copy of {name} differs from the signed {name}")
+    verifier.accept(seq, digest)
 
 
 def _same_json(copy_text: str, signed: Any) -> bool:

@@ -87,6 +87,7 @@ async def test_verify_failure_exits_one_naming_tenant_and_seq(
         (["verify", "--bundle", "/nonexistent/bundle.jsonl"], "does not exist"),
         (["export"], "Missing option '--tenant'"),
         (["export", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
+        (["verify", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
         (["export", "--tenant", "x", "--from-seq", "0"], "0 is not in the range x>=1"),
         (["verify", "--key", "/nonexistent.pem"], "does not exist"),
         (["verify", "--jobs", "2"], "--jobs applies to a bundle"),
@@ -109,7 +110,7 @@ def test_a_key_file_that_is_not_a_key_is_one_line(
     junk.write_text("not a key")
     result = CliRunner().invoke(main, ["verify", "--key", str(junk)], env=env)
     assert result.exit_code == 2
-    assert result.output.startswith("valueledger: not a PEM public key")
+    assert result.output.startswith(f"valueledger: --key {junk}: not a PEM public key")
 
 
 async def test_demo_against_no_api_names_it_without_its_secrets(
@@ -261,3 +262,22 @@ def test_an_interrupted_verification_exits_130_not_as_a_verdict(tmp_path: Path) 
         verifier.kill()
     assert verifier.returncode == 130, (out, err)
     assert err == "valueledger: interrupted\n"
+
+
+async def test_verify_of_a_tenant_without_ledger_is_a_usage_error_in_json_too(
+    store: EventStore, tenant: str, meta: Metadata, env: dict[str, str | None]
+) -> None:
+    """A tenant asked for that has no ledger is a mistake in the request, said before anything
+    is verified: not a ledger found wrong (exit 1, "chain head mismatch")."""
+    await _small_ledger(store, tenant, meta)
+    result = await invoke(["verify", "--tenant", tenant, "--tenant", "nobody-here", "--json"], env)
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["records"], report["failure"], report["trust"]) == (
+        False,
+        0,
+        None,
+        "database",
+    )
+    assert report["error"] == "tenant 'nobody-here' has no ledger"
+    assert result.stderr == "valueledger: tenant 'nobody-here' has no ledger\n"

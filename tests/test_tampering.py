@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path as FilePath
 from typing import Any, Final
 
 import asyncpg
@@ -30,7 +31,9 @@ from hypothesis import strategies as st
 
 from eventstore.bundle import export_bundle, record_line
 from eventstore.canonical import MAX_SAFE_INTEGER, canonical_json
+from eventstore.keys import load_private_key
 from eventstore.receipts import (
+    PROOF_MEMBERS,
     canonical_bytes,
     covered_record,
     format_timestamp,
@@ -687,6 +690,20 @@ async def verify_tenant(store: EventStore, built: Built, ring: KeyRing | None = 
     return report
 
 
+async def assert_caught_in_database(
+    store: EventStore, built: Built, seq: int, reason: str, ring: KeyRing | None = None
+) -> None:
+    """Caught at `seq` after the neighbours verified; and, the tenant verified alone, with the
+    records before `seq`, and no other, counted good."""
+    assert_caught(await verify_tenant(store, built, ring), built.tenant, seq, reason)
+    async with store.pool.acquire() as connection:
+        alone = await verify_database(
+            connection, ring if ring is not None else KeyRing(), tenants=[built.tenant]
+        )
+    assert_caught(alone, built.tenant, seq, reason)
+    assert alone.records == seq - 1
+
+
 async def genuine_pems(store: EventStore) -> list[bytes]:
     rows = await store.pool.fetch("SELECT public_key FROM signing_keys")
     return [str(row["public_key"]).encode() for row in rows]
@@ -754,7 +771,132 @@ async def test_database_changed_data_copy_is_caught(
             (built.tenant, seq, canonical_json(copy_of_data).decode()),
         ),
     )
-    assert_caught(await verify_tenant(store, built), built.tenant, seq, "copy mismatch")
+    await assert_caught_in_database(store, built, seq, "copy mismatch")
+
+
+async def rewrite_signed(
+    database_url: str, tenant: str, seq: int, record: dict[str, Any], **columns: Any
+) -> None:
+    """Replace the signed bytes of (tenant, seq) by `record`'s, their hash (the table checks
+    that one) and the named columns with them, so that the row agrees with itself: only the
+    signature tells."""
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=4))
+    await tamper(
+        database_url,
+        (
+            f"UPDATE events SET canonical = $3, hash = encode(sha256($3), 'hex'), {assignments}"
+            " WHERE tenant = $1 AND seq = $2",
+            (tenant, seq, canonical_bytes(record), *columns.values()),
+        ),
+    )
+
+
+@DATABASE_PROPERTY
+@given(ledger=LEDGERS, data=st.data())
+async def test_database_changed_meta_is_caught(
+    store: EventStore, database_url: str, ledger: LedgerSpec, data: st.DataObject
+) -> None:
+    built = await build(store, ledger)
+    seq = data.draw(st.integers(1, built.records), label="seq")
+    record = await stored_record(store, built.tenant, seq)
+    record["meta"] = change_somewhere(data, record["meta"])
+    meta_copy = canonical_json(record["meta"]).decode()
+    await rewrite_signed(database_url, built.tenant, seq, record, meta=meta_copy)
+    await assert_caught_in_database(store, built, seq, "bad signature")
+
+
+@DATABASE_PROPERTY
+@given(ledger=LEDGERS, data=st.data())
+async def test_database_changed_type_is_caught(
+    store: EventStore, database_url: str, ledger: LedgerSpec, data: st.DataObject
+) -> None:
+    built = await build(store, ledger)
+    seq = data.draw(st.integers(1, built.records), label="seq")
+    record = await stored_record(store, built.tenant, seq)
+    old = record["type"]
+    record["type"] = data.draw(EVENT_TYPES.filter(lambda kind: kind != old), label="type")
+    await rewrite_signed(database_url, built.tenant, seq, record, type=record["type"])
+    await assert_caught_in_database(store, built, seq, "bad signature")
+
+
+@DATABASE_PROPERTY
+@given(ledger=LEDGERS, data=st.data())
+async def test_database_changed_recorded_at_is_caught(
+    store: EventStore, database_url: str, ledger: LedgerSpec, data: st.DataObject
+) -> None:
+    built = await build(store, ledger)
+    seq = data.draw(st.integers(1, built.records), label="seq")
+    record = await stored_record(store, built.tenant, seq)
+    # Later, not earlier: earlier than the key's creation is caught first as outside its
+    # validity (the database's key is as young as the ledger).
+    shift = data.draw(
+        st.integers(1, 10**12).map(lambda n: timedelta(microseconds=n)), label="shift"
+    )
+    moment = parse_timestamp(record["recorded_at"]) + shift
+    record["recorded_at"] = format_timestamp(moment)
+    await rewrite_signed(database_url, built.tenant, seq, record, recorded_at=moment)
+    await assert_caught_in_database(store, built, seq, "bad signature")
+
+
+@DATABASE_PROPERTY
+@given(ledger=LEDGERS, data=st.data())
+async def test_database_altered_signature_is_caught(
+    store: EventStore, database_url: str, ledger: LedgerSpec, data: st.DataObject
+) -> None:
+    built = await build(store, ledger)
+    seq = data.draw(st.integers(1, built.records), label="seq")
+    stored = await store.pool.fetchval(
+        "SELECT signature FROM events WHERE tenant = $1 AND seq = $2", built.tenant, seq
+    )
+    signature = bytearray(base64.b64decode(stored))
+    byte = data.draw(st.integers(0, len(signature) - 1), label="byte")
+    signature[byte] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    await tamper(
+        database_url,
+        (
+            "UPDATE events SET signature = $3 WHERE tenant = $1 AND seq = $2",
+            (built.tenant, seq, base64.b64encode(bytes(signature)).decode()),
+        ),
+    )
+    await assert_caught_in_database(store, built, seq, "bad signature")
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        (lambda record: canonical_bytes(record)[:-1], "malformed record"),
+        (lambda record: canonical_bytes(record) + b"x", "malformed record"),
+        (lambda record: json.dumps(record, indent=1).encode(), "non-canonical record"),
+        (
+            lambda record: json.dumps(record, separators=(",", ":"), sort_keys=True).encode(),
+            "non-canonical record",
+        ),
+        (lambda record: b"[" + canonical_bytes(record) + b"]", "non-canonical record"),
+    ],
+    ids=["cut short", "trailing garbage", "indented", "ASCII escapes", "in an array"],
+)
+async def test_database_signed_bytes_not_in_canonical_form_are_caught(
+    store: EventStore,
+    database_url: str,
+    meta: Metadata,
+    stored: Callable[[dict[str, Any]], bytes],
+    reason: str,
+) -> None:
+    tenant = new_tenant()
+    for number in range(3):
+        await store.append(
+            f"{tenant}:s", [NewEvent("A", {"é": number})], StreamState.ANY, tenant, meta
+        )
+    record = await stored_record(store, tenant, 2)
+    await tamper(
+        database_url,
+        (
+            "UPDATE events SET canonical = $2, hash = encode(sha256($2), 'hex')"
+            " WHERE tenant = $1 AND seq = 2",
+            (tenant, stored(record)),
+        ),
+    )
+    await assert_caught_in_database(store, Built(tenant, [], 3), 2, reason)
 
 
 @pytest.mark.parametrize(
@@ -828,10 +970,16 @@ async def test_database_deleted_last_row_is_caught_by_the_chain_head(
 
 
 async def forge_next_row(
-    database_url: str, store: EventStore, built: Built, key: rsa.RSAPrivateKey, draw: Any
+    database_url: str,
+    store: EventStore,
+    built: Built,
+    key: rsa.RSAPrivateKey,
+    draw: Any,
+    extra_members: dict[str, Any] | None = None,
 ) -> int:
-    """Insert a well-formed record after the chain's head, signed with `key`, and move the
-    head onto it: a forgery consistent in every respect but the key. Returns its seq."""
+    """Insert a record after the chain's head, signed with `key`, and move the head onto it:
+    a forgery consistent in every respect but the key (and `extra_members`, added to the
+    signed bytes). Returns its seq."""
     head = await store.pool.fetchrow(
         "SELECT seq, hash FROM chain_heads WHERE tenant = $1", built.tenant
     )
@@ -840,19 +988,18 @@ async def forge_next_row(
     recorded_at = datetime.now(UTC)
     data = draw(JSON_VALUES, label="forged data")
     meta = msgspec.to_builtins(draw(METAS, label="forged meta"))
-    canonical = canonical_bytes(
-        covered_record(
-            tenant=built.tenant,
-            seq=seq,
-            stream=f"{built.tenant}:forged",
-            version=1,
-            type="Refunded",
-            data=data,
-            meta=meta,
-            recorded_at=recorded_at,
-            prev_hash=head["hash"],
-        )
+    covered = covered_record(
+        tenant=built.tenant,
+        seq=seq,
+        stream=f"{built.tenant}:forged",
+        version=1,
+        type="Refunded",
+        data=data,
+        meta=meta,
+        recorded_at=recorded_at,
+        prev_hash=head["hash"],
     )
+    canonical = canonical_bytes({**covered, **(extra_members or {})})
     digest = record_hash(canonical)
     key_id = key_id_of(key.public_key())
     await tamper(
@@ -932,3 +1079,45 @@ async def test_database_forged_row_with_a_slipped_in_key_fails_only_against_a_pi
             await transaction.rollback()
     assert unpinned.ok, unpinned.failure  # trusting the database's key list, it is consistent
     assert_caught(pinned, built.tenant, seq, "untrusted key")
+
+
+@DATABASE_PROPERTY
+@given(ledger=LEDGERS, data=st.data(), member=st.sampled_from(sorted(PROOF_MEMBERS)))
+async def test_database_signed_bytes_with_a_proof_member_are_caught(
+    store: EventStore,
+    database_url: str,
+    key_folder: FilePath,
+    ledger: LedgerSpec,
+    data: st.DataObject,
+    member: str,
+) -> None:
+    """A record signed with the ledger's own key whose signed bytes hold an eleventh member
+    named like one of the proof: the row's proof must not silently stand in for it."""
+    built = await build(store, ledger)
+    key = load_private_key(key_folder / "signing-key.pem")
+    claimed = data.draw(_TEXT, label="the member's value")
+    seq = await forge_next_row(database_url, store, built, key, data.draw, {member: claimed})
+    await assert_caught_in_database(store, built, seq, "unknown member")
+
+
+async def test_database_key_that_is_not_its_id_is_caught(database_url: str) -> None:
+    """A listed key whose key_id is not its SHA-256 (slipped in, and rolled back, so that no
+    other test meets it)."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    async with superuser(database_url) as connection:
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            await connection.execute(
+                "INSERT INTO signing_keys (key_id, public_key, created_at, retired_at)"
+                " VALUES ($1, $2, '2000-01-01Z', '2000-01-02Z')",
+                "0" * 64,
+                public_key_pem(other),
+            )
+            report = await verify_database(connection, KeyRing(), tenants=[])
+        finally:
+            await transaction.rollback()
+    assert not report.ok
+    assert report.failure is not None
+    assert (report.failure.reason, report.failure.tenant) == ("bad key", None)
+    assert "is not the SHA-256 of its public key" in report.failure.detail

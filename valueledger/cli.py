@@ -445,6 +445,49 @@ def _progress(total: int, label: str) -> contextlib.AbstractContextManager[Calla
     return bar()
 
 
+class _ReportingCommand(click.Command):
+    """A command whose `--json` promises a report on stdout: a machine reader gets one even
+    when the command ends without a verdict (exit 2, bad input or no server), its `error`
+    saying why, beside the usual one line on stderr."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        asked = list(args)  # parsing consumes `args`
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as error:
+            if "--json" in asked:
+                pinned = any(arg == "--key" or arg.startswith("--key=") for arg in asked)
+                offline = any(arg == "--bundle" or arg.startswith("--bundle=") for arg in asked)
+                _print_error_report(error.format_message(), pinned=pinned, offline=offline)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            if ctx.params.get("as_json"):
+                _print_error_report(
+                    error.format_message(),
+                    pinned=bool(ctx.params.get("key_files")),
+                    offline=ctx.params.get("bundle") is not None,
+                )
+            raise
+
+
+def _print_error_report(message: str, *, pinned: bool, offline: bool) -> None:
+    from eventstore.verify import Report, Trust
+
+    trust: Trust = "pinned" if pinned else "bundle" if offline else "database"
+    report = Report(ok=False, records=0, tenants=[], trust=trust, key_ids=[], error=message)
+    click.echo(msgspec.json.encode(report).decode())
+
+
 def _print_report(report: Report, as_json: bool) -> None:
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
@@ -467,7 +510,7 @@ def _print_report(report: Report, as_json: bool) -> None:
         sys.exit(EXIT_LEDGER_WRONG)
 
 
-@main.command()
+@main.command(cls=_ReportingCommand)
 @click.option(
     "--bundle",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -508,9 +551,14 @@ def verify(
 
     Exit 0 only when everything holds; 1 naming the first failing tenant, seq and reason.
     """
-    from eventstore.verify import KeyRing, pinned_keyring, usable_cpus, verify_bundle
+    from eventstore.verify import KeyRing, pin_key, usable_cpus, verify_bundle
 
-    ring = pinned_keyring(path.read_bytes() for path in key_files) if key_files else KeyRing()
+    ring = KeyRing()
+    for path in key_files:
+        try:
+            pin_key(ring, path.read_bytes())
+        except ValueError as error:
+            raise CommandError(f"--key {path}: {error}") from None
     if bundle is not None:
         cpus = usable_cpus()  # more workers than CPUs would only hold more lines in memory
         if tenants:

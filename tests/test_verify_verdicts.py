@@ -1,0 +1,317 @@
+"""What `verify --bundle` says about a hostile bundle: each documented reason, at the right seq,
+in a bounded message that a terminal shows as text (never acts on), and a JSON report for a
+machine reader whatever happened.
+
+No database: bundles are the committed sample (docs/examples/), edited, and re-signed with
+the committed TEST ONLY key where an edit must otherwise verify.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventstore.bundle import record_line
+from eventstore.canonical import canonical_json
+from eventstore.receipts import COVERED_MEMBERS, parse_timestamp, record_hash, sign_hash
+from eventstore.verify import MAX_LINE_BYTES, KeyRing, Report, pinned_keyring, verify_bundle
+from tests.vectors import make_examples
+from valueledger.cli import main
+
+HEADER, *LINES = make_examples.SAMPLE_BUNDLE.read_bytes().splitlines()
+TENANT: Final = make_examples.SAMPLE_TENANT
+PUBLIC_KEY: Final = make_examples.SAMPLE_PUBLIC_KEY
+
+
+def _bundle(header: bytes = HEADER, lines: list[bytes] = LINES, end: bytes = b"\n") -> bytes:
+    return b"\n".join([header, *lines]) + end
+
+
+def _json(value: Any) -> bytes:
+    """JSON as any writer may spell it (the exporter's JCS form refuses U+0000, for one)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _header(**members: Any) -> bytes:
+    return _json({**json.loads(HEADER), **members})
+
+
+def _key_entry(**members: Any) -> bytes:
+    header = json.loads(HEADER)
+    header["keys"] = [{**entry, **members} for entry in header["keys"]]
+    return _json(header)
+
+
+def _line(index: int, **members: Any) -> bytes:
+    return _json({**json.loads(LINES[index]), **members})
+
+
+def _with_line(index: int, line: bytes) -> list[bytes]:
+    lines = list(LINES)
+    lines[index] = line
+    return lines
+
+
+def _resigned_last(**members: Any) -> list[bytes]:
+    """The bundle's lines with its last record changed and signed again with the sample's
+    (TEST ONLY) key: a record the verifier can only refuse for its content."""
+    record = {**json.loads(LINES[-1]), **members}
+    canonical = canonical_json({name: record[name] for name in COVERED_MEMBERS})
+    digest = record_hash(canonical)
+    signature = sign_hash(make_examples.load_test_key(), digest)
+    return _with_line(-1, record_line(canonical, digest, signature, record["key_id"]))
+
+
+def _verified(raw: bytes, ring: KeyRing | None = None) -> Report:
+    """One process's report, once worker processes checking a line at a time agree."""
+    ring = ring if ring is not None else KeyRing()
+    alone = verify_bundle(io.BytesIO(raw), ring)
+    shared = verify_bundle(io.BytesIO(raw), ring, jobs=2, batch_lines=1)
+    assert shared == alone
+    return alone
+
+
+def _failure(report: Report) -> tuple[str, str | None, int | None, int | None]:
+    assert not report.ok
+    assert report.failure is not None
+    return report.failure.reason, report.failure.tenant, report.failure.seq, report.failure.line
+
+
+def _cli(raw: bytes, *arguments: str) -> Result:
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = Path(folder) / "bundle.jsonl"
+        bundle.write_bytes(raw)
+        return CliRunner().invoke(main, ["verify", "--bundle", str(bundle), *arguments])
+
+
+def test_the_sample_verifies() -> None:
+    assert _verified(_bundle()).ok
+
+
+# ------------------------------------------------------------------- each documented reason
+
+
+def test_a_record_outside_its_keys_validity() -> None:
+    header = _key_entry(valid_from="2025-06-01T00:00:00.000000Z")
+    report = _verified(_bundle(header), pinned_keyring([PUBLIC_KEY.read_bytes()]))
+    assert _failure(report) == ("outside key validity", TENANT, 1, 2)
+    assert report.records == 0
+
+
+def test_a_record_of_another_version() -> None:
+    report = _verified(_bundle(lines=_with_line(2, _line(2, v=2))))
+    assert _failure(report) == ("unsupported version", TENANT, 3, 4)
+    assert report.records == 2
+
+
+def test_a_record_of_another_tenant() -> None:
+    report = _verified(_bundle(lines=_with_line(2, _line(2, tenant="someone-else"))))
+    assert _failure(report) == ("wrong tenant", TENANT, 3, 4)
+    assert report.failure is not None
+    assert report.failure.detail == "record belongs to 'someone-else'"
+
+
+# ------------------------------------------------------------ the seq a failure is placed at
+
+
+@pytest.mark.parametrize(
+    ("members", "reason"),
+    [
+        ({"seq": 9, "hash": "not hex"}, "bad member"),
+        ({"seq": 9, "extra": 1}, "unknown member"),
+        ({"seq": 9, "v": 2}, "unsupported version"),
+        ({"seq": 9, "tenant": "someone-else"}, "wrong tenant"),
+    ],
+)
+def test_a_line_that_fails_is_placed_where_it_stands_not_where_it_claims(
+    members: dict[str, Any], reason: str
+) -> None:
+    report = _verified(_bundle(lines=_with_line(2, _line(2, **members))))
+    assert _failure(report) == (reason, TENANT, 3, 4)
+    assert report.failure is not None
+    assert report.failure.claimed_seq == 9
+    assert "(the record claims seq 9)" in report.failure.describe()
+
+
+def test_a_line_claiming_its_own_seq_says_no_more() -> None:
+    report = _verified(_bundle(lines=_with_line(2, _line(2, hash="not hex"))))
+    assert report.failure is not None
+    assert (report.failure.seq, report.failure.claimed_seq) == (3, None)
+    assert "claims" not in report.failure.describe()
+
+
+def test_a_repeated_record_fails_where_it_stands() -> None:
+    report = _verified(_bundle(lines=[*LINES[:3], LINES[0], *LINES[3:]]))
+    assert _failure(report) == ("repeated seq", TENANT, 4, 5)
+    assert report.failure is not None
+    assert report.failure.detail == "seq 1 again or out of order (expected 4)"
+
+
+# ------------------------------------------------------------------------- encodings, digits
+
+
+def test_timestamps_take_ascii_digits_only() -> None:
+    arabic_indic = "\u0662\u0660\u0662\u0665-02-03T09:15:00.000000Z"
+    with pytest.raises(ValueError, match="is not RFC 3339"):
+        parse_timestamp(arabic_indic)
+    recorded = json.loads(LINES[-1])["recorded_at"]
+    spelled = recorded.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    report = _verified(_bundle(lines=_resigned_last(recorded_at=spelled)))
+    assert _failure(report) == ("bad member", TENANT, 6, 7)
+    header = _key_entry(valid_from="٢٠٢٥-01-06T08:00:00.000000Z")
+    assert _failure(_verified(_bundle(header))) == ("bad header", TENANT, None, 1)
+
+
+def test_a_line_in_utf16_is_malformed() -> None:
+    report = _verified(_bundle(lines=_with_line(1, LINES[1].decode().encode("utf-16"))))
+    assert _failure(report) == ("malformed line", TENANT, 2, 3)
+
+
+@pytest.mark.parametrize("line", [0, 3])
+def test_a_byte_order_mark_is_refused(line: int) -> None:
+    lines = [HEADER, *LINES]
+    lines[line] = b"\xef\xbb\xbf" + lines[line]
+    report = _verified(_bundle(lines[0], lines[1:]))
+    assert report.failure is not None
+    assert (report.failure.line, report.failure.reason) == (
+        line + 1,
+        "malformed line" if line else "bad header",
+    )
+    assert "byte-order mark" in report.failure.detail
+
+
+# -------------------------------------------------------------------------------- messages
+
+
+def test_a_trailing_blank_line_is_named_as_empty() -> None:
+    report = _verified(_bundle(end=b"\n\n"))
+    assert _failure(report) == ("malformed line", TENANT, 7, 8)
+    assert report.failure is not None
+    assert report.failure.detail.startswith("empty line")
+    assert report.records == 6
+
+
+def test_an_absurd_member_name_is_echoed_in_part() -> None:
+    name = "x" * (MAX_LINE_BYTES - 20_000)
+    report = _verified(_bundle(lines=_with_line(2, _line(2, **{name: 1}))))
+    assert _failure(report) == ("unknown member", TENANT, 3, 4)
+    assert report.failure is not None
+    assert len(report.failure.describe()) < 300
+    assert f"({len(name)} characters)" in report.failure.detail
+
+
+def test_many_unknown_members_are_counted_not_listed() -> None:
+    extra = {f"k{n}": n for n in range(10_000)}
+    report = _verified(_bundle(lines=_with_line(2, _line(2, **extra))))
+    assert report.failure is not None
+    assert report.failure.detail.endswith("and 9995 more")
+
+
+# ------------------------------------------------------------------------- terminal safety
+
+FAKE_VERDICT: Final = "\x1b[2K\rOK: 6 records of 1 tenant(s) verified\x1b[8m"
+
+
+def _control_characters(text: str) -> list[str]:
+    """C0 and C1 controls and DEL, newline aside: what a terminal acts on."""
+    return [char for char in text if unicodedata.category(char) == "Cc" and char != "\n"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _bundle(_header(tenant=FAKE_VERDICT)),
+        _bundle(lines=_with_line(0, _line(0, **{FAKE_VERDICT: 1}))),
+        _bundle(lines=_with_line(0, _line(0, tenant=FAKE_VERDICT))),
+        _bundle(_header(format=FAKE_VERDICT)),
+    ],
+    ids=["header tenant", "member name", "record tenant", "format"],
+)
+def test_a_bundle_cannot_print_a_fake_verdict(raw: bytes) -> None:
+    result = _cli(raw)
+    assert result.exit_code == 1
+    assert _control_characters(result.output) == []
+    assert not any(line.startswith("OK") for line in result.output.splitlines())
+    assert "\\x1b[2K\\rOK" in result.output  # shown as text, to be seen
+
+
+_ANY_TEXT: Final = st.text(max_size=40)
+
+
+_HOSTILE: Final = {
+    "header tenant": lambda text: _bundle(_header(tenant=text)),
+    "header format": lambda text: _bundle(_header(format=text)),
+    "exported_at": lambda text: _bundle(_header(exported_at=text)),
+    "valid_from": lambda text: _bundle(_key_entry(valid_from=text)),
+    "member name": lambda text: _bundle(lines=_with_line(1, _line(1, **{text: 1}))),
+    "record tenant": lambda text: _bundle(lines=_with_line(1, _line(1, tenant=text))),
+    "recorded_at": lambda text: _bundle(lines=_with_line(1, _line(1, recorded_at=text))),
+    "v": lambda text: _bundle(lines=_with_line(1, _line(1, v=text))),
+}
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(place=st.sampled_from(sorted(_HOSTILE)), text=_ANY_TEXT)
+def test_text_from_a_bundle_never_reaches_the_terminal_raw(place: str, text: str) -> None:
+    result = _cli(_HOSTILE[place](text), "--jobs", "1")
+    assert result.exit_code in {0, 1}, result.output
+    assert _control_characters(result.output) == [], result.output
+
+
+# -------------------------------------------------------------------- errors of the command
+
+
+def test_a_bad_key_file_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "published.pem"
+    junk.write_text("not a key")
+    result = CliRunner().invoke(
+        main, ["verify", "--bundle", str(make_examples.SAMPLE_BUNDLE), "--key", str(junk)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"valueledger: --key {junk}: not a PEM public key")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "trust", "error"),
+    [
+        (["--key", "{junk}"], "pinned", "--key {junk}: not a PEM public key"),
+        (["--bundle", "/nonexistent/bundle.jsonl"], "bundle", "does not exist"),
+        (["--bundle", "{sample}", "--tenant", "x"], "bundle", "--tenant applies to the database"),
+        (["--jobs", "2"], "database", "--jobs applies to a bundle"),
+    ],
+)
+def test_json_is_a_report_even_without_a_verdict(
+    tmp_path: Path, arguments: list[str], trust: str, error: str
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    filled = {"junk": str(junk), "sample": str(make_examples.SAMPLE_BUNDLE)}
+    asked = ["verify", *(argument.format(**filled) for argument in arguments), "--json"]
+    result = CliRunner().invoke(main, asked)
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["records"], report["trust"], report["failure"]) == (
+        False,
+        0,
+        trust,
+        None,
+    )
+    assert error.format(**filled) in report["error"]
+    assert result.stderr.startswith(("valueledger: ", "Usage: "))
+
+
+def test_json_of_a_verdict_has_no_error() -> None:
+    result = _cli(_bundle(), "--json", "--jobs", "1")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["error"] is None
