@@ -34,7 +34,7 @@ from api.common import (
     trace_of,
 )
 from api.problems import problem_response
-from commands.customer import handle_customer, open_account
+from commands.customer import handle_customer
 from commands.streams import tenant_of
 from domain import customer
 from domain.roles import Role
@@ -129,12 +129,11 @@ async def get_customer(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
 ) -> Response[CustomerSummary]:
-    """The account as the ledger has it now; its ETag is the version for If-Match."""
+    """The account as the ledger has it now, suspended or not; its ETag is the version for
+    If-Match."""
     del principal
-    api = api_of(request)
-    account = await open_account(api.services.store, customer_id)
-    stream = await api.services.store.read_stream(f"{customer_id}:customer")
-    version = stream[-1].version if stream else 0
+    loaded = await command_routes.registered_account(request, customer_id)
+    account, version = loaded.state, loaded.version
     summary = CustomerSummary(
         customer_id=account.customer_id,
         name=account.name,

@@ -46,7 +46,7 @@ from commands.customer import handle_customer
 from commands.customer import issue_api_key as make_api_key
 from commands.definition import handle_definition
 from commands.golive import handle_billing
-from commands.handling import load
+from commands.handling import Loaded, load
 from commands.personal_data import PersonalDataVault, sealing_key_of
 from commands.setup import handle_setup
 from commands.streams import (
@@ -390,16 +390,15 @@ async def opened(
 
 async def registered_account(
     request: Request[Any, Any, Any], customer_id: str
-) -> customer.CustomerAccount:
-    """The customer's account, refused (404) unless it is registered; suspended or not, it
-    can be read."""
-    account = (
-        await load(
-            api_of(request).services.store, CUSTOMER, customer_stream(tenant_of(customer_id))
-        )
-    ).state
-    customer.ensure_registered(customer_id, account)
-    return account
+) -> Loaded[customer.CustomerAccount]:
+    """The customer's account and its version, refused (404) unless it is registered;
+    suspended or not, it can be read (a read changes nothing, and an ADMIN reads a suspended
+    account's ETag to reactivate it)."""
+    loaded = await load(
+        api_of(request).services.store, CUSTOMER, customer_stream(tenant_of(customer_id))
+    )
+    customer.ensure_registered(customer_id, loaded.state)
+    return loaded
 
 
 def etagged(content: Any, version: int) -> Response[Any]:
