@@ -34,7 +34,15 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import Principal
-from api.common import Accepted, accepted, api_of, expected_version, now, trace_of
+from api.common import (
+    Accepted,
+    VersionNumber,
+    accepted,
+    api_of,
+    expected_version,
+    now,
+    trace_of,
+)
 from api.policy import POLICY
 from api.problems import MEDIA_TYPE, Problem
 from api.staff import current_vendor_staff
@@ -845,7 +853,7 @@ async def submit_for_approval(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     definition_id: FromPath[str],
-    version: FromPath[int],
+    version: VersionNumber,
     data: JSONBody[SubmissionBody],
 ) -> Response[Accepted]:
     """Send the latest draft for approval, naming a FINANCE, a TECHNICAL and a
@@ -873,7 +881,7 @@ async def approve_stage(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     definition_id: FromPath[str],
-    version: FromPath[int],
+    version: VersionNumber,
     data: JSONBody[StageBody],
 ) -> Response[Accepted]:
     """Approve the current stage of the version's approval. Only the stage's assigned approver
@@ -901,7 +909,7 @@ async def request_changes(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     definition_id: FromPath[str],
-    version: FromPath[int],
+    version: VersionNumber,
     data: JSONBody[ChangesBody],
 ) -> Response[Accepted]:
     """Send the version back to draft from the current stage, as its assigned approver,

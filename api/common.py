@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import PathParameter, QueryParameter
 from litestar.types import Scope
 
 from api.auth import (
@@ -29,6 +30,8 @@ from api.auth import (
 from api.policy import POLICY
 from api.problems import ApiProblem
 from commands.handling import Outcome, Trace
+from eventstore.canonical import MAX_SAFE_INTEGER
+from projections.queries import MAX_LIMIT
 from valueledger.services import Services
 
 
@@ -154,6 +157,41 @@ def trace_of(request: Request[Any, Any, Any]) -> Trace:
         correlation_id=request.scope.get("state", {}).get("request_id"),
         trace_id=request.scope.get("state", {}).get("trace_id"),
     )
+
+
+# --- bounded numbers in paths and queries ------------------------------------------------------
+# Every whole number a client puts in a path or a query has its range declared here, so it is
+# documented in the OpenAPI and checked before the handler runs: one out of range is a 400
+# naming the parameter, never a number PostgreSQL's bigint cannot hold (a 500 otherwise).
+
+PageSize: TypeAlias = Annotated[
+    int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")
+]
+ReceiptSeq: TypeAlias = Annotated[
+    int,
+    PathParameter(
+        ge=1, le=MAX_SAFE_INTEGER, description="A seq in the customer's chain: 1 to 2^53 - 1."
+    ),
+]
+FirstSeq: TypeAlias = Annotated[
+    int,
+    QueryParameter(
+        ge=1, le=MAX_SAFE_INTEGER, description="The first seq to include: 1 to 2^53 - 1."
+    ),
+]
+SeqAfter: TypeAlias = Annotated[
+    int,
+    QueryParameter(
+        ge=0,
+        le=MAX_SAFE_INTEGER,
+        description="The last seq already read, 0 to 2^53 - 1: a page's `next_after` (0 reads "
+        "from the start).",
+    ),
+]
+VersionNumber: TypeAlias = Annotated[
+    int,
+    PathParameter(ge=1, le=MAX_SAFE_INTEGER, description="A version number: 1 to 2^53 - 1."),
+]
 
 
 # --- bodies and answers ---------------------------------------------------------------------------

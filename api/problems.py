@@ -56,10 +56,13 @@ log = structlog.get_logger(__name__)
 _NOT_FOUND: Final = re.compile(r"(NotFound|NotRegistered|NotOpened)Error$|^Unknown\w*Error$")
 
 
-class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One invalid field: where (a JSON path such as ``$.billing_contact.email``) and why."""
+class FieldProblem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One invalid value, and why: a field of the body by its JSON path in the document sent
+    (``$.billing_contact.email``; ``$`` is the whole body), or a path or query parameter by its
+    name (``limit``)."""
 
-    path: str
+    path: str | None = None
+    parameter: str | None = None
     message: str
 
 
@@ -89,6 +92,7 @@ class ApiProblem(Exception):
         detail: str,
         *,
         headers: Mapping[str, str] | None = None,
+        errors: tuple[FieldProblem, ...] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -96,6 +100,18 @@ class ApiProblem(Exception):
         self.title = title
         self.detail = detail
         self.headers = dict(headers or {})
+        self.errors = errors
+
+
+def invalid_parameter(name: str, message: str) -> ApiProblem:
+    """The 400 for a path or query parameter the route refuses, naming it."""
+    return ApiProblem(
+        400,
+        "invalid-request",
+        "The request is not valid",
+        f"{name}: {message}",
+        errors=(FieldProblem(parameter=name, message=message),),
+    )
 
 
 def kebab(name: str) -> str:
@@ -124,6 +140,7 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
                     status=error.status,
                     detail=error.detail,
                     instance=instance,
+                    errors=error.errors,
                 ),
                 error.headers,
             )
@@ -303,15 +320,20 @@ def _simple(status: int, kind: str, error: BaseException, instance: str) -> Prob
     )
 
 
+_PARAMETER_SOURCES: Final = frozenset({"query", "path", "header", "cookie"})
+
+
 def _validation(error: ValidationException, instance: str) -> Problem:
     fields: list[FieldProblem] = []
     extra = error.extra if isinstance(error.extra, list) else []
     for item in extra:
         if isinstance(item, Mapping):
             key = str(item.get("key") or "")
-            fields.append(
-                FieldProblem(path=f"$.{key}" if key else "$", message=str(item.get("message", "")))
-            )
+            message = str(item.get("message", ""))
+            if key and item.get("source") in _PARAMETER_SOURCES:  # a str enum, or "body"
+                fields.append(FieldProblem(parameter=key, message=message))
+            else:
+                fields.append(FieldProblem(path=f"$.{key}" if key else "$", message=message))
     detail = error.detail or "the request is not valid"
     if not fields:
         match = re.search(r"at `(\$[^`]*)`", detail)

@@ -115,6 +115,11 @@ async def test_the_receipts_index_pages_by_seq(
     assert rest["items"][0]["type"] == "UserInvited"
     refused(await client.get(team.url("/receipts"), params={"after": "-1"}, headers=team.tom), 400)
     refused(await client.get(team.url("/receipts"), params={"limit": 0}, headers=team.tom), 400)
+    past_bigint = await client.get(
+        team.url("/receipts"), params={"after": str(2**63)}, headers=team.tom
+    )
+    refused(past_bigint, 400, "invalid-request")
+    assert past_bigint.json()["errors"][0]["parameter"] == "after"
 
 
 async def test_alerts_are_listed_filtered_and_paged(
