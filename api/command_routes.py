@@ -73,7 +73,12 @@ from domain.roles import Role
 # --- documentation: every route's roles and errors, from the one table --------------------------
 
 ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
-    400: "The body, a path id or a query parameter is not valid; `errors` lists each bad field.",
+    400: "The body, a path id or a query parameter is not valid; `type` says how. "
+    "`invalid-request`: `errors` lists each bad value, a body's by its JSON `path` in the "
+    "document sent (`$` is the whole body, as in `$.items[2].name`), a path or query "
+    "parameter's by its `parameter` name, each with a `message` saying what is wrong. "
+    "`malformed-json`: the body is not JSON; `detail` says why, and at which byte. "
+    "`json-too-deep`: it nests too deeply. `invalid-if-match`: If-Match is not an ETag.",
     401: "No valid credential: send a bearer token or the session cookie.",
     403: "The caller's role may not call this route (see its roles), or the domain refused "
     "the caller (`not-authorized`).",
@@ -81,13 +86,15 @@ ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
     409: "The aggregate kept changing while the command was decided; send it again.",
     412: "`If-Match` names a version the aggregate is no longer at; the ETag header has the "
     "current one.",
+    415: "The body is not labelled JSON: send it with `Content-Type: application/json` "
+    "(`unsupported-media-type`).",
     422: "A domain rule refused the command; `type` names the rule and `detail` says why.",
     503: "Not possible right now; retry after Retry-After. `type` says why: the database or "
     "Redis cannot be reached, a command's outcome could not be learned (`outcome-unknown`: "
     "read the resource before sending it again), or a read model has not caught up with "
     "`min_position` yet.",
 }
-COMMAND_ERRORS: Final = (400, 401, 403, 404, 409, 412, 422, 503)
+COMMAND_ERRORS: Final = (400, 401, 403, 404, 409, 412, 415, 422, 503)
 READ_ERRORS: Final = (400, 401, 403, 404, 503)
 
 HandlerFunction: TypeAlias = Callable[..., Any]

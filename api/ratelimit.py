@@ -40,7 +40,7 @@ from prometheus_client import Counter
 
 from api.auth import COOKIE_NAME
 from api.common import Api, header
-from api.problems import ApiProblem, problem_response
+from api.problems import ApiProblem, invalid_body, problem_response
 from projections.cache import REDIS_ERRORS
 from projections.request_redis import LuaScript, RequestRedis
 
@@ -389,7 +389,8 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
 class BodyLimitsMiddleware:
     """Reads a request's body once, bounded by the route's request_max_body_size (413), and
-    refuses JSON nested deeper than MAX_JSON_DEPTH (400); later layers read it as usual."""
+    refuses JSON nested deeper than MAX_JSON_DEPTH (400), and an empty body (400) or one not
+    labelled JSON (415) on a route that reads one; later layers read it as usual."""
 
     METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -433,4 +434,32 @@ class BodyLimitsMiddleware:
             )
             await send_problem(scope, receive, send, problem)
             return
+        refusal = json_body_refusal(scope, body)
+        if refusal is not None:
+            await send_problem(scope, receive, send, refusal)
+            return
         await self.app(scope, replaying(body, receive), send)
+
+
+def json_body_refusal(scope: Scope, body: bytes) -> ApiProblem | None:
+    """Why a route that reads a JSON body cannot read this one, if it cannot. Litestar would
+    report an empty body as a missing parameter named `data`, and decode a body labelled
+    anything at all as JSON."""
+    if "data" not in scope["route_handler"].parsed_fn_signature.parameters:
+        return None  # a route without a body (a POST such as logout)
+    if not body.strip():
+        return invalid_body("$", "the body is empty; send a JSON object")
+    label = header(scope, b"content-type") or ""
+    media_type = label.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return None
+    return ApiProblem(
+        415,
+        "unsupported-media-type",
+        "The body is not labelled as JSON",
+        f"send the body as JSON, with Content-Type: application/json (not {label!r})"
+        if label
+        else "send the body as JSON, with Content-Type: application/json",
+    )
