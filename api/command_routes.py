@@ -32,7 +32,17 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
 from api.auth import Principal, end_sessions_after
-from api.common import ETAG, IF_MATCH, Accepted, accepted, api_of, expected_version, now, trace_of
+from api.common import (
+    ETAG,
+    IF_MATCH,
+    Accepted,
+    VersionNumber,
+    accepted,
+    api_of,
+    expected_version,
+    now,
+    trace_of,
+)
 from api.openapi import problems
 from api.staff import current_vendor_staff
 from commands.accuracy import handle_feedback
@@ -43,7 +53,7 @@ from commands.customer import handle_customer
 from commands.customer import issue_api_key as make_api_key
 from commands.definition import handle_definition
 from commands.golive import handle_billing
-from commands.handling import Outcome, load
+from commands.handling import Loaded, Outcome, load
 from commands.personal_data import PersonalDataVault, sealing_key_of
 from commands.setup import handle_setup
 from commands.streams import (
@@ -354,16 +364,15 @@ async def opened(
 
 async def registered_account(
     request: Request[Any, Any, Any], customer_id: str
-) -> customer.CustomerAccount:
-    """The customer's account, refused (404) unless it is registered; suspended or not, it
-    can be read."""
-    account = (
-        await load(
-            api_of(request).services.store, CUSTOMER, customer_stream(tenant_of(customer_id))
-        )
-    ).state
-    customer.ensure_registered(customer_id, account)
-    return account
+) -> Loaded[customer.CustomerAccount]:
+    """The customer's account and its version, refused (404) unless it is registered;
+    suspended or not, it can be read (a read changes nothing, and an ADMIN reads a suspended
+    account's ETag to reactivate it)."""
+    loaded = await load(
+        api_of(request).services.store, CUSTOMER, customer_stream(tenant_of(customer_id))
+    )
+    customer.ensure_registered(customer_id, loaded.state)
+    return loaded
 
 
 async def decide_for_customer(
@@ -787,7 +796,7 @@ async def submit_for_approval(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     definition_id: FromPath[str],
-    version: FromPath[int],
+    version: VersionNumber,
     data: JSONBody[SubmissionBody],
 ) -> Response[Accepted]:
     """Send the latest draft for approval, naming a FINANCE, a TECHNICAL and a
@@ -815,7 +824,7 @@ async def approve_stage(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     definition_id: FromPath[str],
-    version: FromPath[int],
+    version: VersionNumber,
     data: JSONBody[StageBody],
 ) -> Response[Accepted]:
     """Approve the current stage of the version's approval. Only the stage's assigned approver
@@ -843,7 +852,7 @@ async def request_changes(
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
     definition_id: FromPath[str],
-    version: FromPath[int],
+    version: VersionNumber,
     data: JSONBody[ChangesBody],
 ) -> Response[Accepted]:
     """Send the version back to draft from the current stage, as its assigned approver,

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeAlias
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import PathParameter, QueryParameter
 from litestar.types import Scope
 
 from api.auth import (
@@ -30,6 +32,8 @@ from api.openapi import Answer, Documentation, Header, RouteOperation
 from api.policy import POLICY
 from api.problems import ApiProblem
 from commands.handling import Outcome, Trace
+from eventstore.canonical import MAX_SAFE_INTEGER
+from projections.queries import MAX_LIMIT
 from valueledger.services import Services
 
 
@@ -92,6 +96,20 @@ def presented_credential(scope: Scope) -> tuple[str, str] | None:
             name, _, value = part.strip().partition("=")
             if name == COOKIE_NAME and value:
                 return "cookie", value
+    return None
+
+
+def query_value(scope: Scope, name: str) -> str | None:
+    """The first value of a query parameter, read from the scope. A route that must stay as
+    cheap as it is when the parameter is absent reads it so: a request without a query string
+    costs one test of an empty string, where a parameter declared to Litestar is parsed into a
+    dict and validated on every request."""
+    query: bytes = scope["query_string"]
+    if not query:
+        return None
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            return value
     return None
 
 
@@ -207,6 +225,41 @@ def trace_of(request: Request[Any, Any, Any]) -> Trace:
         correlation_id=request.scope.get("state", {}).get("request_id"),
         trace_id=request.scope.get("state", {}).get("trace_id"),
     )
+
+
+# --- bounded numbers in paths and queries ------------------------------------------------------
+# Every whole number a client puts in a path or a query has its range declared here, so it is
+# documented in the OpenAPI and checked before the handler runs: one out of range is a 400
+# naming the parameter, never a number PostgreSQL's bigint cannot hold (a 500 otherwise).
+
+PageSize: TypeAlias = Annotated[
+    int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")
+]
+ReceiptSeq: TypeAlias = Annotated[
+    int,
+    PathParameter(
+        ge=1, le=MAX_SAFE_INTEGER, description="A seq in the customer's chain: 1 to 2^53 - 1."
+    ),
+]
+FirstSeq: TypeAlias = Annotated[
+    int,
+    QueryParameter(
+        ge=1, le=MAX_SAFE_INTEGER, description="The first seq to include: 1 to 2^53 - 1."
+    ),
+]
+SeqAfter: TypeAlias = Annotated[
+    int,
+    QueryParameter(
+        ge=0,
+        le=MAX_SAFE_INTEGER,
+        description="The last seq already read, 0 to 2^53 - 1: a page's `next_after` (0 reads "
+        "from the start).",
+    ),
+]
+VersionNumber: TypeAlias = Annotated[
+    int,
+    PathParameter(ge=1, le=MAX_SAFE_INTEGER, description="A version number: 1 to 2^53 - 1."),
+]
 
 
 # --- bodies and answers ---------------------------------------------------------------------------

@@ -148,8 +148,12 @@ def validation(described: Operation) -> Documentation:
         answers=(
             Answer(
                 400,
-                "A path id, a query parameter or the body is not valid; `errors` lists each "
-                "bad field.",
+                "A path id, a query parameter or the body is not valid. `invalid-request`: "
+                "`errors` lists each bad value, a body's by its JSON `path` in the document "
+                "sent (`$` is the whole body, as in `$.items[2].name`), a path or query "
+                "parameter's by its `parameter` name, each with a `message` saying what is "
+                "wrong. `malformed-json`: the body is not JSON; `detail` says why, and at "
+                "which byte.",
             ),
         )
     )

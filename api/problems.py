@@ -3,12 +3,14 @@
 A problem's `type` is a stable URI per kind of problem (``.../problems/duplicate-user``), its
 `title` a short summary of that kind, its `detail` the precise message for this occurrence
 (for a domain rule, the rule's own message, written for a person). Validation problems list
-each bad field by its JSON path. A server error says nothing about internals but carries the
-trace id, so support can find it in the logs.
+each bad value: a body's by its JSON path in the document the client sent, a path or query
+parameter's by its name. A body that is not JSON at all is `malformed-json`. A server error
+says nothing about internals but carries the trace id, so support can find it in the logs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -18,10 +20,12 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
+    ClientException,
     HTTPException,
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    SerializationException,
     ValidationException,
 )
 from litestar.status_codes import (
@@ -35,6 +39,8 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
 
 from commands.personal_data import PersonalDataError
 from commands.streams import StreamNameError
@@ -56,10 +62,13 @@ log = structlog.get_logger(__name__)
 _NOT_FOUND: Final = re.compile(r"(NotFound|NotRegistered|NotOpened)Error$|^Unknown\w*Error$")
 
 
-class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One invalid field: where (a JSON path such as ``$.billing_contact.email``) and why."""
+class FieldProblem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One invalid value, and why: a field of the body by its JSON path in the document sent
+    (``$.billing_contact.email``; ``$`` is the whole body), or a path or query parameter by its
+    name (``limit``)."""
 
-    path: str
+    path: str | None = None
+    parameter: str | None = None
     message: str
 
 
@@ -89,6 +98,7 @@ class ApiProblem(Exception):
         detail: str,
         *,
         headers: Mapping[str, str] | None = None,
+        errors: tuple[FieldProblem, ...] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -96,6 +106,29 @@ class ApiProblem(Exception):
         self.title = title
         self.detail = detail
         self.headers = dict(headers or {})
+        self.errors = errors
+
+
+def invalid_body(path: str, message: str) -> ApiProblem:
+    """The 400 for a body the route refuses as a whole or at one JSON path."""
+    return ApiProblem(
+        400,
+        "invalid-request",
+        "The request is not valid",
+        f"{path}: {message}",
+        errors=(FieldProblem(path=path, message=message),),
+    )
+
+
+def invalid_parameter(name: str, message: str) -> ApiProblem:
+    """The 400 for a path or query parameter the route refuses, naming it."""
+    return ApiProblem(
+        400,
+        "invalid-request",
+        "The request is not valid",
+        f"{name}: {message}",
+        errors=(FieldProblem(parameter=name, message=message),),
+    )
 
 
 def kebab(name: str) -> str:
@@ -124,6 +157,7 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
                     status=error.status,
                     detail=error.detail,
                     instance=instance,
+                    errors=error.errors,
                 ),
                 error.headers,
             )
@@ -197,7 +231,9 @@ def problem_for(  # noqa: PLR0911 (one return per kind of problem)
                 {},
             )
         case ValidationException():
-            return _validation(error, instance), {}
+            return _validation(error, request), {}
+        case ClientException() if isinstance(error.__cause__, SerializationException):
+            return _malformed_json(error.__cause__, instance), {}  # the body, decoded
         case AppendOutcomeUnknownError():
             return (
                 _server_side(
@@ -303,26 +339,82 @@ def _simple(status: int, kind: str, error: BaseException, instance: str) -> Prob
     )
 
 
-def _validation(error: ValidationException, instance: str) -> Problem:
+_PARAMETER_SOURCES: Final = frozenset({"query", "path", "header", "cookie"})
+_AT_PATH: Final = re.compile(r"^(?P<message>.*) - at `(?P<path>\$.*)`$", re.DOTALL)
+_MEMBER: Final = re.compile(
+    r"^Object (?P<kind>contains unknown|missing required) field `(?P<name>.*)`$"
+)
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_AT_BYTE: Final = re.compile(r"\(byte (\d+)\)")
+
+
+def _validation(error: ValidationException, request: Request[Any, Any, Any]) -> Problem:
+    """Each bad value: a parameter by its name, the body by a JSON path into the document the
+    client sent (Litestar's own keys name its `data` parameter instead, and drop the path)."""
     fields: list[FieldProblem] = []
     extra = error.extra if isinstance(error.extra, list) else []
+    body_reported = False
     for item in extra:
-        if isinstance(item, Mapping):
-            key = str(item.get("key") or "")
-            fields.append(
-                FieldProblem(path=f"$.{key}" if key else "$", message=str(item.get("message", "")))
-            )
-    detail = error.detail or "the request is not valid"
+        if not isinstance(item, Mapping):
+            continue
+        key = str(item.get("key") or "")
+        message = str(item.get("message", ""))
+        if key and item.get("source") in _PARAMETER_SOURCES:  # a str enum, or "body"
+            fields.append(FieldProblem(parameter=key, message=message))
+        elif not body_reported:
+            body_reported = True
+            fields.append(_body_field(request) or FieldProblem(path="$", message=message))
     if not fields:
-        match = re.search(r"at `(\$[^`]*)`", detail)
-        fields.append(FieldProblem(path=match.group(1) if match else "$", message=detail))
+        fields.append(FieldProblem(path="$", message=error.detail or "the request is not valid"))
+    detail = "; ".join(f"{field.path or field.parameter}: {field.message}" for field in fields)
     return Problem(
         type=PROBLEM_BASE + "invalid-request",
         title="The request is not valid",
         status=HTTP_400_BAD_REQUEST,
         detail=detail,
-        instance=instance,
+        instance=request.url.path,
         errors=tuple(fields),
+    )
+
+
+def _body_field(request: Request[Any, Any, Any]) -> FieldProblem | None:
+    """The body's first bad value, at the JSON path msgspec gives it: the decoded document is
+    converted again to the route's body type, as Litestar did (this costs nothing on a valid
+    request). An unknown or missing member is reported at its own path, not its object's."""
+    body = request.route_handler.parsed_fn_signature.parameters.get("data")
+    document = ScopeState.from_scope(request.scope).json
+    if body is None or document is Empty:
+        return None
+    try:
+        msgspec.convert(document, body.annotation, strict=False)
+    except msgspec.ValidationError as invalid:
+        text = str(invalid)
+        at = _AT_PATH.match(text)
+        message, path = (at["message"], at["path"]) if at else (text, "$")
+        member = _MEMBER.match(message)
+        if member is None:
+            return FieldProblem(path=path, message=message)
+        name = member["name"]
+        inside = f"{path}.{name}" if _IDENTIFIER.match(name) else f"{path}[{json.dumps(name)}]"
+        if member["kind"] == "contains unknown":
+            return FieldProblem(path=inside, message="unknown field; leave it out")
+        return FieldProblem(path=inside, message="missing; this field is required")
+    return None
+
+
+def _malformed_json(error: BaseException, instance: str) -> Problem:
+    """A body that is not JSON at all; msgspec's reason names the byte where it fails."""
+    reason = str(error)
+    if reason == "Input data was truncated":
+        reason = "JSON is malformed: the body ends before the JSON value does"
+    reason = _AT_BYTE.sub(r"(at byte \1, counting from 0)", reason)
+    return Problem(
+        type=PROBLEM_BASE + "malformed-json",
+        title="The body is not valid JSON",
+        status=HTTP_400_BAD_REQUEST,
+        detail=reason,
+        instance=instance,
+        errors=(FieldProblem(path="$", message=reason),),
     )
 
 

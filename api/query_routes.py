@@ -29,8 +29,8 @@ from litestar.params import FromPath, FromQuery
 
 from api.auth import Principal
 from api.command_routes import READ_ERRORS, read
-from api.common import api_of
-from api.problems import ApiProblem
+from api.common import PageSize, SeqAfter, api_of
+from api.problems import ApiProblem, invalid_parameter
 from commands.streams import tenant_of
 from eventstore.store import START, Cursor
 from projections import queries
@@ -61,11 +61,8 @@ def _target(min_position: str) -> Cursor:
     try:
         return Cursor.parse(min_position)
     except ValueError as error:
-        raise ApiProblem(
-            400,
-            "invalid-request",
-            "The request is not valid",
-            f"min_position: {error}; send back a command's `cursor`",
+        raise invalid_parameter(
+            "min_position", f"{error}; send back a command's `cursor`"
         ) from None
 
 
@@ -107,6 +104,8 @@ def refused_as_bad_request() -> Iterator[None]:
     """A filter, cursor or limit the query refuses (ValueError) is the caller's 400."""
     try:
         yield
+    except queries.InvalidCursorError as error:
+        raise invalid_parameter("after", str(error)) from None
     except ValueError as error:
         raise ApiProblem(400, "invalid-request", "The request is not valid", str(error)) from None
 
@@ -176,7 +175,7 @@ async def approvals_queue(
     approver: FromQuery[str | None] = None,
     tenant: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 50,
+    limit: PageSize = 50,
     min_position: FromQuery[str | None] = None,
 ) -> ApprovalsPage:
     """What waits for an approver, longest waiting first. A customer's user sees their own
@@ -184,12 +183,7 @@ async def approvals_queue(
     `tenant`."""
     if principal.is_vendor:
         if approver is None:
-            raise ApiProblem(
-                400,
-                "invalid-request",
-                "The request is not valid",
-                "approver: say whose queue to read (?approver=<user id>)",
-            )
+            raise invalid_parameter("approver", "say whose queue to read (?approver=<user id>)")
         whose, where = approver, tenant
     else:
         if approver not in {None, principal.user}:
@@ -215,7 +209,7 @@ async def alerts_list(
     severity: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 50,
+    limit: PageSize = 50,
     min_position: FromQuery[str | None] = None,
 ) -> AlertsPage:
     """The customer's alerts, newest first; `severity` is info, warning or critical, `status`
@@ -245,7 +239,7 @@ async def customer_tickets(
     customer_id: FromPath[str],
     status: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 50,
+    limit: PageSize = 50,
     min_position: FromQuery[str | None] = None,
 ) -> TicketsPage:
     """The customer's tickets, newest first; `status` is a ticket status or unresolved
@@ -267,7 +261,7 @@ async def assigned_tickets(
     tenant: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 50,
+    limit: PageSize = 50,
     min_position: FromQuery[str | None] = None,
 ) -> TicketsPage:
     """The tickets assigned to `assignee` (the caller by default), across customers unless a
@@ -294,23 +288,19 @@ async def receipts_index(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
     customer_id: FromPath[str],
-    after: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 100,
+    after: SeqAfter = 0,
+    limit: PageSize = 100,
     min_position: FromQuery[str | None] = None,
 ) -> ReceiptsPage:
     """The customer's chain of receipts in order, by seq; each receipt itself is served
     signed by the ledger routes."""
     del principal
-    if after is not None and not after.isdigit():
-        raise ApiProblem(
-            400, "invalid-request", "The request is not valid", f"after: {after!r} is not a seq"
-        )
     await await_read_models(request, [ReceiptsIndex.name], min_position)
     with refused_as_bad_request():
         items = await queries.receipts_index(
             api_of(request).services.pool,
             customer_id,
-            after_seq=int(after or 0),
+            after_seq=after,
             limit=limit,
         )
     following = str(items[-1].seq) if items and len(items) == limit else None
@@ -333,7 +323,7 @@ async def calculation_results(
     customer_id: FromPath[str],
     definition_id: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 50,
+    limit: PageSize = 50,
     min_position: FromQuery[str | None] = None,
 ) -> CalculationsPage:
     """The current calculation of each period, newest first. Cached 1 hour and refreshed as

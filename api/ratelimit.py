@@ -43,7 +43,7 @@ from prometheus_client import Counter
 
 from api.common import Api, header, presented_credential
 from api.openapi import RETRY_AFTER, Answer, Documentation, RouteOperation
-from api.problems import ApiProblem, problem_response
+from api.problems import ApiProblem, invalid_body, problem_response
 from projections.cache import REDIS_ERRORS
 from projections.request_redis import LuaScript, RequestRedis
 
@@ -405,7 +405,8 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
 class BodyLimitsMiddleware:
     """Reads a request's body once, bounded by the route's request_max_body_size (413), and
-    refuses JSON nested deeper than MAX_JSON_DEPTH (400); later layers read it as usual."""
+    refuses JSON nested deeper than MAX_JSON_DEPTH (400), and an empty body (400) or one not
+    labelled JSON (415) on a route that reads one; later layers read it as usual."""
 
     METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -416,15 +417,25 @@ class BodyLimitsMiddleware:
     def documentation(cls, operation: RouteOperation) -> Documentation:
         if operation.method not in cls.METHODS:
             return Documentation()
-        too_deep = Answer(
-            400, f"The JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels."
-        )
+        answers = [
+            Answer(
+                400,
+                f"The JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels "
+                "(`json-too-deep`), or it is empty (`invalid-request` at `$`).",
+            )
+        ]
         limit = operation.handler.resolve_request_max_body_size()
-        if limit is None:
-            return Documentation(answers=(too_deep,))
-        return Documentation(
-            answers=(too_deep, Answer(413, f"The body is larger than {limit} bytes."))
-        )
+        if limit is not None:
+            answers.append(Answer(413, f"The body is larger than {limit} bytes."))
+        if reads_a_body(operation.handler):
+            answers.append(
+                Answer(
+                    415,
+                    "The body is not labelled JSON: send it with "
+                    "`Content-Type: application/json` (`unsupported-media-type`).",
+                )
+            )
+        return Documentation(answers=tuple(answers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in self.METHODS:
@@ -463,4 +474,37 @@ class BodyLimitsMiddleware:
             )
             await send_problem(scope, receive, send, problem)
             return
+        refusal = json_body_refusal(scope, body)
+        if refusal is not None:
+            await send_problem(scope, receive, send, refusal)
+            return
         await self.app(scope, replaying(body, receive), send)
+
+
+def reads_a_body(handler: Any) -> bool:
+    """Whether the route's handler takes a JSON body (Litestar's `data` parameter)."""
+    return "data" in handler.parsed_fn_signature.parameters
+
+
+def json_body_refusal(scope: Scope, body: bytes) -> ApiProblem | None:
+    """Why a route that reads a JSON body cannot read this one, if it cannot. Litestar would
+    report an empty body as a missing parameter named `data`, and decode a body labelled
+    anything at all as JSON."""
+    if not reads_a_body(scope["route_handler"]):
+        return None  # a route without a body (a POST such as logout)
+    if not body.strip():
+        return invalid_body("$", "the body is empty; send a JSON object")
+    label = header(scope, b"content-type") or ""
+    media_type = label.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return None
+    return ApiProblem(
+        415,
+        "unsupported-media-type",
+        "The body is not labelled as JSON",
+        f"send the body as JSON, with Content-Type: application/json (not {label!r})"
+        if label
+        else "send the body as JSON, with Content-Type: application/json",
+    )

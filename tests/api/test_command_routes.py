@@ -347,6 +347,31 @@ async def test_only_vendor_staff_suspend_and_a_suspended_customer_changes_nothin
     created(await client.post(team.url("/api-keys"), json={}, headers=cara))
 
 
+async def test_vendor_staff_read_a_suspended_customer_and_reactivate_it_with_its_etag(
+    client: Client, tokens: TokenService, tenant: str
+) -> None:
+    team = await register_team(client, tokens, tenant)
+    suspension = created(
+        await client.post(team.url("/suspend"), json={"reason": "unpaid"}, headers=team.staff)
+    )
+    account = await client.get(team.url(), headers=team.staff)
+    assert account.status_code == 200, account.text
+    assert account.json()["status"] == "SUSPENDED"
+    assert account.json()["version"] == suspension["version"]
+    assert account.headers["etag"] == f'"{suspension["version"]}"'
+    for path in ("/setup", "/billing"):  # every read of the account's aggregates still answers
+        read = await client.get(team.url(path), headers=team.staff)
+        assert read.status_code == 200, (path, read.text)
+    created(
+        await client.post(
+            team.url("/reactivate"),
+            json={"reason": "paid"},
+            headers={**team.staff, "If-Match": account.headers["etag"]},
+        ),
+        "CustomerReactivated",
+    )
+
+
 # --- the setup wizard ---------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ test (no projector runs in the background), then the routes answer from what the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +116,11 @@ async def test_the_receipts_index_pages_by_seq(
     assert rest["items"][0]["type"] == "UserInvited"
     refused(await client.get(team.url("/receipts"), params={"after": "-1"}, headers=team.tom), 400)
     refused(await client.get(team.url("/receipts"), params={"limit": 0}, headers=team.tom), 400)
+    past_bigint = await client.get(
+        team.url("/receipts"), params={"after": str(2**63)}, headers=team.tom
+    )
+    refused(past_bigint, 400, "invalid-request")
+    assert past_bigint.json()["errors"][0]["parameter"] == "after"
 
 
 async def test_alerts_are_listed_filtered_and_paged(
@@ -314,6 +320,36 @@ async def test_calculation_results_are_listed_cached_and_refreshed_by_the_projec
     assert fresh["items"][0]["calculations"] == 2
     one = page(await client.get(team.url("/calculations"), params={"limit": 1}, headers=team.fay))
     assert one["next_after"] is not None
+
+
+async def test_the_dashboard_waits_for_the_write_it_is_given_then_answers(
+    client: Client, tokens: TokenService, services: Services, tenant: str
+) -> None:
+    """Read-your-writes on the dashboard, which is cached: given a command's cursor it never
+    answers the view cached before that write."""
+    team = await register_team(client, tokens, tenant)
+    await catch_up(services, "dashboard")
+    url = team.url("/dashboard")
+    assert page(await client.get(url, headers=team.tom))["open_alerts"]["critical"] == 0
+    alert = {"kind": "manual", "severity": "critical", "summary": "s", "evidence": {"n": "1"}}
+    raised = created(await client.post(team.url("/alerts"), json=alert, headers=team.tom))
+    after_it = {"min_position": raised["cursor"]}
+
+    behind = await client.get(url, params=after_it, headers=team.tom)  # no projector runs
+    refused(behind, 503, "read-model-behind")
+    assert behind.headers["retry-after"] == "1"
+
+    seen, _ = await asyncio.gather(
+        client.get(url, params=after_it, headers=team.tom), catch_up(services, "dashboard")
+    )
+    assert page(seen)["open_alerts"]["critical"] == 1
+
+    malformed = await client.get(url, params={"min_position": "x"}, headers=team.tom)
+    refused(malformed, 400, "invalid-request")
+    assert malformed.json()["errors"][0]["parameter"] == "min_position"
+    document = (await client.get("/schema/openapi.json")).json()
+    parameters = document["paths"]["/v1/customers/{customer_id}/dashboard"]["get"]["parameters"]
+    assert "min_position" in {parameter["name"] for parameter in parameters}
 
 
 def dashboard_reads(outcome: str) -> float:
