@@ -40,10 +40,14 @@ async def prepare_database(settings: Settings, database_url: str) -> None:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings, database_url: str) -> AsyncIterator[EventStore]:
-    """A ready EventStore signing with the configured key, running as the application role."""
+async def open_store(
+    settings: Settings, database_url: str, service_url: str | None = None
+) -> AsyncIterator[EventStore]:
+    """A ready EventStore signing with the configured key, running as the application role:
+    prepared by the owner (`database_url`), its sessions logged in as `service_url` (by
+    default the owner's login too, each session set to the application role)."""
     await prepare_database(settings, database_url)
-    pool = await create_pool(database_url, settings.db_role or None)
+    pool = await create_pool(service_url or database_url, settings.db_role or None)
     try:
 
         async def load_key() -> SigningKey:

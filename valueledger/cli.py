@@ -651,12 +651,21 @@ def serve(host: str, port: int, role: ServeRole) -> None:
 
     settings = _settings()
     with servers(settings) as urls:
+        if urls.service_database_url == urls.database_url:
+            click.echo(
+                "note: the service's sessions log in as DATABASE_URL's role and are only set to "
+                f"{settings.db_role or 'it'}; set VALUELEDGER_APP_DATABASE_URL to a login that "
+                "owns nothing, so that none can step back to the ledger's owner "
+                "(docs/event-store.md, Roles)",
+                err=True,
+            )
         _run(prepare_database(settings, urls.database_url))
         _run(
             run_service(
                 settings,
                 urls.database_url,
                 urls.redis_url,
+                service_url=urls.service_database_url,
                 host=host,
                 port=port,
                 role=role,

@@ -104,6 +104,7 @@ async def serve(
     database_url: str,
     redis_url: str,
     *,
+    service_url: str | None = None,
     host: str,
     port: int,
     role: ServeRole,
@@ -120,7 +121,7 @@ async def serve(
     )
     stop = asyncio.Event()
     stop_on_signals(stop)
-    async with open_services(settings, database_url, redis_url) as services:
+    async with open_services(settings, database_url, redis_url, service_url) as services:
         if first_admin is not None:
             created = await first_admin(services)
             if created is not None:

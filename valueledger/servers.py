@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eventstore.db import APP_ROLE
 from valueledger.settings import Settings
 
 EMBEDDED_DATABASE = "valueledger"
@@ -23,7 +24,10 @@ EMBEDDED_DATABASE = "valueledger"
 @dataclass(frozen=True, slots=True)
 class ServerUrls:
     database_url: str
+    """The owner's login: applies the schema, registers and rotates keys."""
     redis_url: str
+    service_database_url: str
+    """The login of the service's own sessions (see `Settings.app_database_url`)."""
 
 
 def start_embedded_postgres(folder: Path, database: str = EMBEDDED_DATABASE) -> tuple[Any, str]:
@@ -38,8 +42,27 @@ def start_embedded_postgres(folder: Path, database: str = EMBEDDED_DATABASE) -> 
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
-    socket_dir = folder.resolve()
-    return server, f"postgresql://postgres@/{database}?host={socket_dir}"
+    # The server is ours, reached only through its socket in the data folder: the service's
+    # sessions log in as the application role itself, which owns nothing, so none of them can
+    # step back to the owner of the ledger's tables (see Settings.app_database_url).
+    server.psql(_APP_LOGIN_SQL)
+    return server, embedded_url(folder, "postgres", database)
+
+
+def embedded_url(folder: Path, user: str, database: str = EMBEDDED_DATABASE) -> str:
+    """The URL of `database` on the embedded server in `folder`, logging in as `user`."""
+    return f"postgresql://{user}@/{database}?host={folder.resolve()}"
+
+
+_APP_LOGIN_SQL = f"""
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+        ALTER ROLE {APP_ROLE} LOGIN;
+    ELSE
+        CREATE ROLE {APP_ROLE} LOGIN;
+    END IF;
+END $$;
+"""
 
 
 def start_embedded_redis(folder: Path) -> tuple[Any, str]:
@@ -69,15 +92,22 @@ def servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerUrls]:
     only touch the ledger pass redis=False and start no Redis."""
     handles: list[Any] = []
     database_url = settings.database_url
+    service_url = settings.app_database_url or database_url
     redis_url = settings.redis_url or ""
     if database_url is None:
-        handle, database_url = start_embedded_postgres(settings.data_path / "postgres")
+        folder = settings.data_path / "postgres"
+        handle, database_url = start_embedded_postgres(folder)
         handles.append(handle)
+        if service_url is None:
+            # Its application role may log in; a role of the operator's choosing may not.
+            service_url = (
+                embedded_url(folder, APP_ROLE) if settings.db_role == APP_ROLE else database_url
+            )
     if redis and settings.redis_url is None:
         handle, redis_url = start_embedded_redis(settings.data_path / "redis")
         handles.append(handle)
     try:
-        yield ServerUrls(database_url, redis_url)
+        yield ServerUrls(database_url, redis_url, service_url or database_url)
     finally:
         for handle in reversed(handles):
             stop_embedded(handle)

@@ -41,13 +41,14 @@ class Services:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, database_url: str, redis_url: str
+    settings: Settings, database_url: str, redis_url: str, service_url: str | None = None
 ) -> AsyncIterator[Services]:
-    """Apply the schema, open the store (signing key ready) and connect the cache."""
+    """Apply the schema (as `database_url`), open the store (signing key ready; its sessions
+    log in as `service_url`, see `open_store`) and connect the cache."""
     client = connect_cache(redis_url)
     commands = request_redis(redis_url, client, timeout=SOCKET_TIMEOUT)
     try:
-        async with open_store(settings, database_url) as store:
+        async with open_store(settings, database_url, service_url) as store:
             yield Services(
                 settings=settings,
                 store=store,

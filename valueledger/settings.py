@@ -28,6 +28,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str = ".valueledger"
     signing_key: str | None = None
     """Path of the PEM private key; by default `<data_dir>/signing-key.pem`, made on first run."""
+    app_database_url: PostgresUrl | None = None
+    """The login the service's own sessions use, when it should not be DATABASE_URL's: a login
+    that owns nothing and is a member of `valueledger_app`, so that no session of the service
+    can step back (SET ROLE NONE) to a role that owns the ledger's tables. DATABASE_URL (the
+    owner) still applies the schema and registers keys. Unset: the embedded server's
+    `valueledger_app` login, or DATABASE_URL's."""
     db_role: RoleName = "valueledger_app"
     """Role the service's sessions run as; empty to keep the login role (not recommended)."""
     cache_prefix: CachePrefix = "vl"
@@ -52,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         env = os.environ if environ is None else environ
         names = {
             "database_url": "DATABASE_URL",
+            "app_database_url": "VALUELEDGER_APP_DATABASE_URL",
             "redis_url": "REDIS_URL",
             "data_dir": "VALUELEDGER_DATA_DIR",
             "signing_key": "VALUELEDGER_SIGNING_KEY",
@@ -68,6 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
         for field in (
             "database_url",
+            "app_database_url",
             "redis_url",
             "signing_key",
             "jwt_secret",
@@ -131,6 +139,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __repr__(self) -> str:
         return (
             f"Settings(database_url={redact_url(self.database_url)!r}, "
+            f"app_database_url={redact_url(self.app_database_url)!r}, "
             f"redis_url={redact_url(self.redis_url)!r}, data_dir={self.data_dir!r}, "
             f"signing_key={self.signing_key!r}, db_role={self.db_role!r}, "
             f"cache_prefix={self.cache_prefix!r}, "

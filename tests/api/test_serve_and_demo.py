@@ -81,6 +81,8 @@ async def test_serve_from_a_clean_folder_then_the_demo_passes() -> None:
         assert server.stderr is not None
         log = server.stderr.read().decode()
         assert "one-time password" in log  # the first ADMIN's credentials, shown once
+        # The embedded server's service logs in as the application role: nothing to warn of.
+        assert "VALUELEDGER_APP_DATABASE_URL" not in log
         assert "Traceback" not in log
     finally:
         if server.poll() is None:

@@ -145,6 +145,8 @@ async def test_the_api_role_answers_and_stops(
             await eventually(alive, server)
         log = await stopped_by(server, signum)
     assert "API on http://127.0.0.1" in log
+    # DATABASE_URL and no service login of its own: the operator is told what that means.
+    assert "set VALUELEDGER_APP_DATABASE_URL" in log
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda signum: signum.name)
