@@ -43,21 +43,15 @@ from typing import Any, Final, Literal
 import msgspec
 import structlog
 from litestar import Request
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
-from api.common import authenticate, presented_credential
+from api.common import authenticate, header, presented_credential
 from api.openapi import RETRY_AFTER, Answer, Documentation, Header, RouteOperation
 from api.problems import ApiProblem
-from api.ratelimit import (
-    ClientGoneError,
-    api_of_scope,
-    header,
-    read_body,
-    replaying,
-    send_problem,
-)
+from api.ratelimit import ClientGoneError, api_of_scope, read_body, replaying, send_problem
 from projections.cache import REDIS_ERRORS
 
 HEADER: Final = b"idempotency-key"
@@ -123,7 +117,7 @@ def parse_key(value: str) -> str | None:
     return value if KEY_FORMAT.match(value) else None
 
 
-def fingerprint(scope: Scope, body: bytes) -> str:
+def fingerprint(scope: HTTPScope, body: bytes) -> str:
     digest = hashlib.sha256()
     path = scope.get("raw_path") or scope["path"].encode()
     for part in (scope["method"].encode(), bytes(path)):
@@ -213,7 +207,10 @@ class IdempotencyMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_key = header(scope, HEADER) if scope["type"] == "http" else None
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        raw_key = header(scope, HEADER)
         if raw_key is None or not takes_keys(
             scope["method"], str(scope.get("path_template", "")), scope["route_handler"].opt
         ):
@@ -378,13 +375,14 @@ class Idempotent:
             state="done", fingerprint=self.fingerprint, status=status, headers=headers, body=body
         )
         try:
+            # redis-py's annotations take only text arguments; it sends bytes and numbers as given.
             await self.redis.eval(  # type: ignore[misc]
                 _SET_IF_OURS,
                 1,
                 self.redis_key,
-                self.marker,
-                _ENCODER.encode(entry),
-                KEEP_TTL * 1000,
+                self.marker,  # type: ignore[arg-type]
+                _ENCODER.encode(entry),  # type: ignore[arg-type]
+                KEEP_TTL * 1000,  # type: ignore[arg-type]
             )
         except REDIS_ERRORS as error:
             # The command ran; a retry after the marker expires would run it again.
@@ -394,6 +392,11 @@ class Idempotent:
 
     async def _release(self) -> None:
         try:
-            await self.redis.eval(_DELETE_IF_OURS, 1, self.redis_key, self.marker)  # type: ignore[misc]
+            await self.redis.eval(  # type: ignore[misc]
+                _DELETE_IF_OURS,
+                1,
+                self.redis_key,
+                self.marker,  # type: ignore[arg-type]
+            )
         except REDIS_ERRORS as error:
             log.warning("idempotency_key_not_released", error=type(error).__name__)

@@ -38,6 +38,7 @@ import asyncpg
 import msgspec
 import structlog
 from litestar import Request, Response, get
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -254,7 +255,7 @@ class RequestTelemetryMiddleware:
         return Documentation()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -262,7 +263,7 @@ class RequestTelemetryMiddleware:
         method = scope["method"] if scope["method"] in METHODS else "_OTHER"
         offered = headers.get("x-request-id", "")
         request_id = offered if REQUEST_ID.match(offered) else random_id()
-        state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+        state: dict[str, Any] = scope.setdefault("state", {})
         status = 500
         with server_span(method, headers) as span:
             trace_id = trace_id_of(span)
@@ -449,7 +450,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     async def redis() -> str:
         # Both ways the service talks to Redis: redis-py's pool, and the request path's
         # connection (which authenticates on its own, and every authenticated request needs).
-        await services.redis.ping()  # type: ignore[misc]
+        await services.redis.ping()
         await services.request_redis.mget(f"{services.settings.cache_prefix}:readyz")
         return "answers"
 

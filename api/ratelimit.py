@@ -38,7 +38,9 @@ from typing import Any, Final
 
 import structlog
 from litestar import Request
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.handlers import HTTPRouteHandler
+from litestar.types import ASGIApp, HTTPReceiveMessage, Receive, Scope, Send
 from prometheus_client import Counter
 
 from api.common import Api, header, presented_credential
@@ -303,7 +305,7 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Before routing (see api.platform), so by the path as sent.
-        if scope["type"] != "http" or scope["path"] in self.UNLIMITED:
+        if scope["type"] != ScopeType.HTTP or scope["path"] in self.UNLIMITED:
             await self.app(scope, receive, send)
             return
         services = api_of_scope(scope).services
@@ -344,7 +346,7 @@ async def read_body(receive: Receive, limit: int | None) -> bytes:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGoneError
-        chunk = bytes(message.get("body", b""))
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
         size += len(chunk)
         if limit is not None and size > limit:
             raise BodyTooLargeError
@@ -357,12 +359,12 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     """A receive that hands out `body` in one message, then waits for the disconnect."""
     given = False
 
-    async def replay() -> Message:
+    async def replay() -> HTTPReceiveMessage:
         nonlocal given
         if not given:
             given = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return await receive()  # type: ignore[return-value]  # an HTTP request's receive
 
     return replay
 
@@ -438,10 +440,15 @@ class BodyLimitsMiddleware:
         return Documentation(answers=tuple(answers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self.METHODS:
+        if scope["type"] != ScopeType.HTTP or scope["method"] not in self.METHODS:
             await self.app(scope, receive, send)
             return
-        limit = scope["route_handler"].resolve_request_max_body_size()
+        handler = scope["route_handler"]
+        limit = (
+            handler.resolve_request_max_body_size()
+            if isinstance(handler, HTTPRouteHandler)
+            else None
+        )
         declared = header(scope, b"content-length")
         too_large = ApiProblem(
             413,
