@@ -81,18 +81,22 @@ AGGREGATE_ETAG: Final = "The aggregate's version: send it as If-Match with a com
 
 
 def command(
-    path: str, *, summary: str, status_code: int = 201
+    path: str, *, summary: str, status_code: int = 201, answer_holds_a_secret: bool = False
 ) -> Callable[[HandlerFunction], HTTPRouteHandler]:
     """A POST route for a command: it takes If-Match and answers the aggregate's ETag
-    (`api.common.accepted`)."""
+    (`api.common.accepted`). A command whose answer holds a secret shown once takes no
+    Idempotency-Key: its answer would have to be kept in Redis to be replayed."""
 
     def decorate(fn: HandlerFunction) -> HTTPRouteHandler:
+        opt: dict[str, Any] = {IF_MATCH: True, ETAG: COMMAND_ETAG}
+        if answer_holds_a_secret:
+            opt["idempotency"] = False
         return post(
             path,
             summary=summary,
             status_code=status_code,
             responses=problems(COMMAND_ERRORS),
-            opt={IF_MATCH: True, ETAG: COMMAND_ETAG},
+            opt=opt,
         )(fn)
 
     return decorate
@@ -466,7 +470,11 @@ async def change_billing_contact(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/api-keys", summary="Issue an API key")
+@command(
+    "/v1/customers/{customer_id:str}/api-keys",
+    summary="Issue an API key",
+    answer_holds_a_secret=True,
+)
 async def issue_api_key(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],

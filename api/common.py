@@ -79,11 +79,16 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+SESSION_COOKIE: Final = "session cookie"
+"""The kind `presented_credential` gives the session cookie: with a space, so that no
+Authorization scheme (a single token) can pass for it."""
+
+
 def presented_credential(scope: Scope) -> tuple[str, str] | None:
     """What the request presents to authenticate, as authentication reads it: the
     Authorization header's scheme in lower case and its value without surrounding spaces
-    (``("bearer", token)``, ``("apikey", key)``...), else ``("cookie", token)`` for the session
-    cookie, else None. Every spelling that authenticates as one credential (``bearer x``,
+    (``("bearer", token)``, ``("apikey", key)``...), else ``(SESSION_COOKIE, token)`` for the
+    session cookie, else None. Every spelling that authenticates as one credential (``bearer x``,
     ``Bearer  x``) reads as the same pair, so what is counted or kept per credential cannot be
     dodged by respelling the header."""
     authorization = header(scope, b"authorization")
@@ -95,7 +100,7 @@ def presented_credential(scope: Scope) -> tuple[str, str] | None:
         for part in cookies.split(";"):
             name, _, value = part.strip().partition("=")
             if name == COOKIE_NAME and value:
-                return "cookie", value
+                return SESSION_COOKIE, value
     return None
 
 
@@ -126,7 +131,7 @@ async def authenticate(request: Request[Any, Any, Any]) -> Principal:
                 return await authenticate_api_key(request)
             case ("bearer", token) if token:
                 return await _verify(request, api, token, "bearer")
-            case ("cookie", token):
+            case (kind, token) if kind == SESSION_COOKIE:
                 return await _verify(request, api, token, "cookie")
             case _:
                 raise AuthenticationError("use 'Authorization: Bearer <token>'")
@@ -205,8 +210,11 @@ def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRout
 
 
 async def principal_dependency(request: Request[Any, Any, Any]) -> Principal:
-    principal = await authenticate(request)
-    request.scope.setdefault("state", {})["principal"] = principal
+    state = request.scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is None:  # else authenticated already, by the idempotency keys' owner check
+        principal = await authenticate(request)
+        state["principal"] = principal
     role_guard(request, request.route_handler)
     return principal
 
@@ -303,7 +311,7 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ApiProblem(
             400,
             "invalid-if-match",

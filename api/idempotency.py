@@ -21,7 +21,9 @@ query and body.
 Redis down: a POST with a key is refused (503, Retry-After), because running it without the
 guarantee could record a command twice when the client retries. POSTs without a key are not
 affected. The routes under /v1/auth/ (passwords in, tokens out: nothing of theirs belongs in
-Redis) and any route with ``opt={"idempotency": False}`` ignore the header.
+Redis) and any route with ``opt={"idempotency": False}`` ignore the header: so does issuing an
+API key, whose answer holds the key itself, shown once (a retry issues another key; revoke
+the one never received).
 
 The kept answers are only as durable as Redis: run it with persistence (appendonly) in
 production. If a kept answer is lost anyway, a retry is decided again as a new command; the
@@ -143,6 +145,9 @@ async def caller_of(scope: Scope) -> str | None:
         principal = await authenticate(Request(scope))
     except NotAuthorizedException:
         return None
+    # Kept for the route (which then authenticates no second time) and for the request's log
+    # line, which names the caller also when the answer is a replay.
+    scope.setdefault("state", {})["principal"] = principal
     return caller_name(principal.tenant, principal.user)
 
 

@@ -39,11 +39,13 @@ from typing import Any, Final
 import structlog
 from litestar import Request
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
-from litestar.types import ASGIApp, HTTPReceiveMessage, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPReceiveMessage, HTTPScope, Receive, Scope, Send
+from litestar.utils import normalize_path
 from prometheus_client import Counter
 
-from api.common import Api, header, presented_credential
+from api.common import SESSION_COOKIE, Api, header, presented_credential
 from api.openapi import RETRY_AFTER, Answer, Documentation, RouteOperation
 from api.problems import ApiProblem, invalid_body, problem_response
 from projections.cache import REDIS_ERRORS
@@ -116,7 +118,7 @@ class RateLimitSettings:
             text = env.get(name, "").strip()
             if not text:
                 continue
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):
                 raise ValueError(f"invalid configuration: {name} must be a whole number >= 0")
             numbers[field] = int(text)
         if numbers.get("window_seconds") == 0:
@@ -152,7 +154,7 @@ def credential_of(scope: Scope) -> str | None:
     if presented is None:
         return None
     scheme, value = presented
-    kind = "token" if scheme in ("bearer", "cookie") else scheme
+    kind = "token" if scheme in ("bearer", SESSION_COOKIE) else scheme
     return hashlib.sha256(f"{kind}\0{value}".encode("latin-1", "replace")).hexdigest()
 
 
@@ -304,8 +306,8 @@ class RateLimitMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Before routing (see api.platform), so by the path as sent.
-        if scope["type"] != ScopeType.HTTP or scope["path"] in self.UNLIMITED:
+        # Before routing (see api.platform), so by the path as sent, spelled as routing reads it.
+        if scope["type"] != ScopeType.HTTP or unlimited(scope["path"], self.UNLIMITED):
             await self.app(scope, receive, send)
             return
         services = api_of_scope(scope).services
@@ -317,6 +319,7 @@ class RateLimitMiddleware:
             return
         limit, wait = exceeded
         LIMITED.labels(limit).inc()
+        refused_route(scope)
         problem = ApiProblem(
             429,
             "rate-limited",
@@ -325,6 +328,28 @@ class RateLimitMiddleware:
             headers={"Retry-After": str(wait)},
         )
         await send_problem(scope, receive, send, problem)
+
+
+def unlimited(path: str, paths: frozenset[str]) -> bool:
+    """Whether `path` routes to one of `paths`: routing ignores a trailing slash and repeated
+    slashes, so `/healthz/` is the health check too (normalised only when spelled so)."""
+    if path in paths:
+        return True
+    return ("//" in path or path.endswith("/")) and normalize_path(path) in paths
+
+
+def refused_route(scope: HTTPScope) -> None:
+    """Name, in the scope, the route a request refused before routing would have reached, so
+    that its log line, metrics and span carry the route like any answer of it (an unknown path
+    stays unmatched). Only refusals pay for the lookup, which routing caches anyway."""
+    router = scope["app"].asgi_router
+    try:
+        *_, template = router.handle_routing(
+            path=normalize_path(scope["path"]), method=scope["method"]
+        )
+    except HTTPException:
+        return
+    scope["path_template"] = template
 
 
 # --- bodies -------------------------------------------------------------------------------------
@@ -459,6 +484,7 @@ class BodyLimitsMiddleware:
         if (
             limit is not None
             and declared is not None
+            and declared.isascii()
             and declared.isdigit()
             and int(declared) > limit
         ):

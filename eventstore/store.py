@@ -152,9 +152,12 @@ class Cursor(msgspec.Struct, frozen=True, order=True):
     @classmethod
     def parse(cls, text: str) -> Cursor:
         parts = text.split(".")
-        if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        if len(parts) != 3 or not all(part.isascii() and part.isdigit() for part in parts):
             raise ValueError(f"cursor {text!r} is not of the form epoch.tx_id.position")
         epoch, tx_id, position = (int(part) for part in parts)
+        # What the columns hold (integer, xid8, bigint identity): no cursor we gave is larger.
+        if epoch >= 2**31 or tx_id >= 2**64 or position >= 2**63:
+            raise ValueError(f"cursor {text!r} is beyond any position the ledger can have")
         return cls(epoch, tx_id, position)
 
 

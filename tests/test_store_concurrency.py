@@ -178,7 +178,8 @@ async def test_many_writers_many_tenants_a_subscriber_sees_each_event_once(
 def test_cursor_text_round_trip() -> None:
     cursor = Cursor(2, 123456789, 42)
     assert Cursor.parse(str(cursor)) == cursor
-    for bad in ("", "1.2", "1.2.x", "-1.2.3"):
+    # Not digits, other scripts' digits (which int() reads), and values no column can hold.
+    for bad in ("", "1.2", "1.2.x", "-1.2.3", "\u00b2.1.1", "1.\u0663.1", f"1.1.{2**63}"):
         with pytest.raises(ValueError, match="cursor"):
             Cursor.parse(bad)
 

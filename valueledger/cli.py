@@ -350,7 +350,7 @@ def run_projectors_command(names: tuple[str, ...]) -> None:
 
     with servers(settings) as urls:
         _run(prepare_database(settings, urls.database_url))
-        _run(work(urls.database_url, urls.redis_url))
+        _run(work(urls.service_database_url, urls.redis_url))
 
 
 @main.group()

@@ -25,7 +25,13 @@ from api.auth import COOKIE_NAME, VENDOR, TokenService
 from api.idempotency import KEEP_TTL, KeptEntry, caller_name, entry_key, parse_key
 from api.observability import configure_logging, redact_secrets
 from api.problems import problem_for
-from api.ratelimit import RateLimitSettings, json_depth_exceeds, parse_networks
+from api.ratelimit import (
+    RateLimitMiddleware,
+    RateLimitSettings,
+    json_depth_exceeds,
+    parse_networks,
+    unlimited,
+)
 from domain.roles import Role
 from eventstore.errors import AppendOutcomeUnknownError, LedgerBusyError
 from eventstore.store import EventStore
@@ -312,6 +318,100 @@ async def test_an_address_over_its_limit_gets_429_with_retry_after(
         assert limited.json()["type"].endswith("/rate-limited")
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert (await client.get("/healthz")).status_code == 200  # liveness is never limited
+
+
+@asynccontextmanager
+async def request_log() -> AsyncIterator[list[dict[str, Any]]]:
+    """The request log lines written inside the block, decoded (filled in when it ends)."""
+    saved = structlog.get_config()
+    output = io.StringIO()
+    configure_logging("INFO", file=output, cache=False)
+    lines: list[dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        structlog.configure(**saved)
+        decoded = (json.loads(line) for line in output.getvalue().splitlines())
+        lines.extend(line for line in decoded if line["event"] == "request")
+
+
+async def test_a_refused_request_is_logged_under_its_route_and_liveness_never_limited(
+    services: Services, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limiter answers before routing: a refusal still names the route it was for (an
+    unknown path stays unmatched), and /healthz is exempt however it is spelled."""
+    monkeypatch.setenv("VALUELEDGER_RATE_LIMIT_ADDRESS", "1")
+    async with serve(services, tokens, peer=client_address()) as client, request_log() as lines:
+        statuses = [(await client.get(path)).status_code for path in ("/v1/keys", "/v1/keys")]
+        unknown = await client.get("/nope")
+        for path in ("/healthz/", "/healthz"):
+            assert (await client.get(path)).status_code == 200, path
+    assert statuses == [200, 429]
+    assert unknown.status_code == 429
+    assert unlimited("/healthz//", RateLimitMiddleware.UNLIMITED)  # as routing reads it
+    assert not unlimited("/healthz/x", RateLimitMiddleware.UNLIMITED)
+    assert [(line["route"], line["status"]) for line in lines[:3]] == [
+        ("/v1/keys", 200),
+        ("/v1/keys", 429),
+        ("<unmatched>", 429),
+    ]
+
+
+async def test_odd_credentials_and_preconditions_are_refused_not_500(
+    client: Client, staff: dict[str, str], tenant: str
+) -> None:
+    registered = await client.post("/v1/customers", json=registration(tenant), headers=staff)
+    assert registered.status_code == 201, registered.text
+    token = staff["Authorization"].removeprefix("Bearer ")
+    # The session cookie's token, sent under a scheme named after it: no such scheme.
+    named_cookie = await client.get(
+        f"/v1/customers/{tenant}", headers={"Authorization": f"Cookie {token}"}
+    )
+    assert named_cookie.status_code == 401, named_cookie.text
+    # A digit of another script, which str.isdigit accepts and int() reads: not an ETag.
+    superscript = await client.post(
+        f"/v1/customers/{tenant}/suspend",
+        json={"reason": "checking"},
+        headers=[
+            *((name.encode(), value.encode()) for name, value in staff.items()),
+            (b"if-match", '"\u00b2"'.encode("latin-1")),
+        ],
+    )
+    assert superscript.status_code == 400, superscript.text
+    assert superscript.json()["type"].endswith("/invalid-if-match")
+
+
+async def test_a_replayed_answer_is_logged_with_its_caller(
+    client: Client, staff: dict[str, str], tenant: str
+) -> None:
+    headers = {**staff, "Idempotency-Key": f"log-{tenant}"}
+    async with request_log() as lines:
+        for _ in range(2):
+            answer = await client.post("/v1/customers", json=registration(tenant), headers=headers)
+            assert answer.status_code == 201, answer.text
+    assert answer.headers["idempotent-replayed"] == "true"
+    assert [(line["user"], line["tenant"]) for line in lines] == [("staff-1", VENDOR)] * 2
+
+
+async def test_issuing_an_api_key_keeps_no_answer(
+    client: Client, staff: dict[str, str], tenant: str, services: Services
+) -> None:
+    """The answer holds the key itself: it is never kept in Redis to be replayed."""
+    await client.post("/v1/customers", json=registration(tenant), headers=staff)
+    headers = {**staff, "Idempotency-Key": f"key-{tenant}"}
+    issued = [
+        await client.post(
+            f"/v1/customers/{tenant}/api-keys", json={"label": "feed"}, headers=headers
+        )
+        for _ in range(2)
+    ]
+    assert [answer.status_code for answer in issued] == [201, 201], issued[-1].text
+    assert issued[0].json()["key_id"] != issued[1].json()["key_id"]
+    assert all("idempotent-replayed" not in answer.headers for answer in issued)
+    name = entry_key(
+        services.settings.cache_prefix, caller_name(VENDOR, "staff-1"), headers["Idempotency-Key"]
+    )
+    assert await services.redis.get(name) is None
 
 
 async def test_a_credential_is_limited_from_every_address(
