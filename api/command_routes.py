@@ -29,7 +29,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, PathParameter
 
 from api.auth import Principal, end_sessions_after
 from api.common import (
@@ -44,9 +44,19 @@ from api.common import (
     trace_of,
 )
 from api.openapi import problems
+from api.problems import invalid_parameter
 from api.staff import current_vendor_staff
 from commands.accuracy import handle_feedback
-from commands.aggregates import BILLING, CUSTOMER, DEFINITION, SETUP, TICKET
+from commands.aggregates import (
+    ACCURACY,
+    ALERTS,
+    BILLING,
+    CALCULATION,
+    CUSTOMER,
+    DEFINITION,
+    SETUP,
+    TICKET,
+)
 from commands.alerts import handle_alert
 from commands.calculation import handle_calculation
 from commands.customer import handle_customer
@@ -57,7 +67,10 @@ from commands.handling import Loaded, Outcome, load
 from commands.personal_data import PersonalDataVault, sealing_key_of
 from commands.setup import handle_setup
 from commands.streams import (
+    accuracy_stream,
+    alerts_stream,
     billing_stream,
+    calculation_stream,
     customer_stream,
     definition_stream,
     setup_stream,
@@ -1208,6 +1221,72 @@ async def resolve_alert(
     return await _alert_command(request, command)
 
 
+class AlertView(msgspec.Struct, frozen=True, kw_only=True):
+    """One of the customer's alerts, its resolution note opened."""
+
+    customer_id: str
+    alert_id: str
+    kind: str
+    severity: alerts.AlertSeverity
+    summary: str
+    evidence: dict[str, str]
+    source_reference: str | None
+    status: alerts.AlertStatus
+    raised_at: datetime
+    raised_by: str
+    raised_by_role: Role
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_note: str | None
+    version: int
+    """The version of the customer's alerts, its ETag: all of them are one stream, so a
+    command on any alert checks If-Match against it."""
+
+
+@read(
+    "/v1/customers/{customer_id:str}/alerts/{alert_id:str}",
+    summary="An alert",
+    etag=AGGREGATE_ETAG,
+)
+async def get_alert(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+    alert_id: FromPath[str],
+) -> Response[AlertView]:
+    """The alert as the ledger has it now; its resolution note is shown opened."""
+    del principal
+    api = api_of(request)
+    tenant = tenant_of(customer_id)
+    loaded = await load(api.services.store, ALERTS, alerts_stream(tenant))
+    alert = loaded.state.alerts.get(alert_id)
+    if alert is None:
+        raise NotFoundException(detail=f"customer {customer_id!r} has no alert {alert_id!r}")
+    notes = await opened(api.services.vault, tenant, [alert.resolution_note_sealed])
+    view = AlertView(
+        customer_id=customer_id,
+        alert_id=alert.alert_id,
+        kind=alert.kind,
+        severity=alert.severity,
+        summary=alert.summary,
+        evidence=dict(alert.evidence),
+        source_reference=alert.source_reference,
+        status=alert.status,
+        raised_at=alert.raised_at,
+        raised_by=alert.raised_by,
+        raised_by_role=alert.raised_by_role,
+        acknowledged_at=alert.acknowledged_at,
+        acknowledged_by=alert.acknowledged_by or None,
+        resolved_at=alert.resolved_at,
+        resolved_by=alert.resolved_by or None,
+        resolution_note=notes.get(alert.resolution_note_sealed),
+        version=loaded.version,
+    )
+    return etagged(view, loaded.version)
+
+
 # --- calculations and the customer's verdicts on them -------------------------------------------
 
 
@@ -1318,6 +1397,121 @@ async def confirm_calculation(
     return accepted(outcome)
 
 
+PeriodStart: TypeAlias = Annotated[
+    str,
+    PathParameter(
+        description="Where the period starts, as the commands on it give it: RFC 3339 with a "
+        "time zone offset (`2026-03-01T00:00:00Z`)."
+    ),
+]
+PERIOD_START: Final = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class CalculationView(msgspec.Struct, frozen=True, kw_only=True):
+    """One calculation receipt of the period, as recorded; a recalculation's reason opened."""
+
+    calculation_id: str
+    supersedes: str | None
+    reason: str | None
+    definition_version: int
+    definition_content_hash: str
+    formula: str
+    inputs: tuple[calculation.MetricReading, ...]
+    baselines: tuple[calculation.BaselineUsed, ...]
+    result: str
+    billing: calculation.Billing
+    calculated_at: datetime
+    calculated_by: str
+    calculated_by_role: Role
+
+
+class PeriodCalculationsView(msgspec.Struct, frozen=True, kw_only=True):
+    """A period's value: its current calculation and those it superseded, oldest first."""
+
+    customer_id: str
+    definition_id: str
+    period_start: datetime
+    period_end: datetime
+    current: CalculationView
+    superseded: tuple[CalculationView, ...]
+    version: int
+    """The period's version, its ETag: send it as If-Match to recalculate."""
+
+
+def _calculation_view(receipt: calculation.Receipt, reasons: dict[str, str]) -> CalculationView:
+    supersedes, reason = None, None
+    if isinstance(receipt, calculation.ValueRecalculated):
+        supersedes, reason = receipt.supersedes, reasons.get(receipt.reason_sealed)
+    return CalculationView(
+        calculation_id=receipt.calculation_id,
+        supersedes=supersedes,
+        reason=reason,
+        definition_version=receipt.definition_version,
+        definition_content_hash=receipt.definition_content_hash,
+        formula=receipt.formula,
+        inputs=receipt.inputs,
+        baselines=receipt.baselines,
+        result=receipt.result,
+        billing=receipt.billing,
+        calculated_at=receipt.calculated_at,
+        calculated_by=receipt.calculated_by,
+        calculated_by_role=receipt.calculated_by_role,
+    )
+
+
+@read(
+    "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/periods/{period_start:str}",
+    summary="A period's calculations",
+    etag=AGGREGATE_ETAG,
+)
+async def get_period_calculations(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+    definition_id: FromPath[str],
+    period_start: PeriodStart,
+) -> Response[PeriodCalculationsView]:
+    """The definition's calculations of the period starting at `period_start`, as the ledger
+    has them now: the current one and those it superseded; reasons are shown opened."""
+    del principal
+    # Parsed here, after the guard, so that a caller refused by it never learns more.
+    try:
+        start: datetime = msgspec.convert(period_start, PERIOD_START)
+    except msgspec.ValidationError as error:
+        raise invalid_parameter("period_start", str(error)) from None
+    api = api_of(request)
+    tenant = tenant_of(customer_id)
+    stream = calculation_stream(tenant, definition_id, start)
+    loaded = await load(api.services.store, CALCULATION, stream)
+    current = loaded.state.current
+    if current is None:
+        raise NotFoundException(
+            detail=f"customer {customer_id!r} has no calculation of definition "
+            f"{definition_id!r} for the period starting at {start.isoformat()}"
+        )
+    reasons = await opened(
+        api.services.vault,
+        tenant,
+        (
+            receipt.reason_sealed
+            for receipt in loaded.state.history
+            if isinstance(receipt, calculation.ValueRecalculated)
+        ),
+    )
+    view = PeriodCalculationsView(
+        customer_id=customer_id,
+        definition_id=current.definition_id,
+        period_start=current.period_start,
+        period_end=current.period_end,
+        current=_calculation_view(current, reasons),
+        superseded=tuple(
+            _calculation_view(receipt, reasons) for receipt in loaded.state.superseded
+        ),
+        version=loaded.version,
+    )
+    return etagged(view, loaded.version)
+
+
 @command(
     "/v1/customers/{customer_id:str}/calculations/{calculation_id:str}/dispute",
     summary="Dispute a calculation",
@@ -1353,6 +1547,105 @@ async def dispute_calculation(
         expected_version=expected_version(request),
     )
     return accepted(outcome)
+
+
+class VerdictView(msgspec.Struct, frozen=True, kw_only=True):
+    """The customer's verdict on one calculation, as recorded; a dispute's reason opened."""
+
+    calculation_id: str
+    verdict: Literal["confirmed", "disputed"]
+    definition_id: str
+    period_start: datetime
+    period_end: datetime
+    result: str
+    comparisons: tuple[accuracy.MetricComparison, ...]
+    expected_result: str | None
+    reason: str | None
+    score: str
+    setup_accuracy: str
+    measured_accuracy: str
+    """The customer's measured accuracy right after this verdict."""
+    alert_severity: accuracy.AlertSeverity | None
+    given_at: datetime
+    given_by: str
+    given_by_role: Role
+
+
+class FeedbackView(msgspec.Struct, frozen=True, kw_only=True):
+    """The customer's verdicts on calculations, in the order they were given."""
+
+    customer_id: str
+    verdicts: tuple[VerdictView, ...]
+    version: int
+    """The feedback's version, its ETag: send it as If-Match to confirm or dispute."""
+
+
+def _verdict_view(verdict: accuracy.Verdict, reasons: dict[str, str]) -> VerdictView:
+    given: dict[str, Any]
+    match verdict:
+        case accuracy.CalculationConfirmed():
+            given = {
+                "verdict": "confirmed",
+                "comparisons": (),
+                "expected_result": None,
+                "reason": None,
+                "alert_severity": None,
+                "given_by": verdict.confirmed_by,
+                "given_by_role": verdict.confirmed_by_role,
+            }
+        case accuracy.CalculationDisputed():
+            given = {
+                "verdict": "disputed",
+                "comparisons": verdict.comparisons,
+                "expected_result": verdict.expected_result,
+                "reason": reasons.get(verdict.reason_sealed),
+                "alert_severity": verdict.alert_severity,
+                "given_by": verdict.disputed_by,
+                "given_by_role": verdict.disputed_by_role,
+            }
+    return VerdictView(
+        calculation_id=verdict.calculation_id,
+        definition_id=verdict.definition_id,
+        period_start=verdict.period_start,
+        period_end=verdict.period_end,
+        result=verdict.result,
+        score=verdict.score,
+        setup_accuracy=verdict.setup_accuracy,
+        measured_accuracy=verdict.measured_accuracy,
+        given_at=accuracy.given_at(verdict),
+        **given,
+    )
+
+
+@read(
+    "/v1/customers/{customer_id:str}/feedback",
+    summary="The customer's feedback on calculations",
+    etag=AGGREGATE_ETAG,
+)
+async def get_feedback(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+) -> Response[FeedbackView]:
+    """Every confirmation and dispute of a calculation, as the ledger has them now; a
+    dispute's reason is shown opened. A customer who has given none is at version 0."""
+    del principal
+    await registered_account(request, customer_id)
+    api = api_of(request)
+    tenant = tenant_of(customer_id)
+    loaded = await load(api.services.store, ACCURACY, accuracy_stream(tenant))
+    verdicts = tuple(loaded.state.verdicts.values())
+    reasons = await opened(
+        api.services.vault,
+        tenant,
+        (v.reason_sealed for v in verdicts if isinstance(v, accuracy.CalculationDisputed)),
+    )
+    view = FeedbackView(
+        customer_id=customer_id,
+        verdicts=tuple(_verdict_view(verdict, reasons) for verdict in verdicts),
+        version=loaded.version,
+    )
+    return etagged(view, loaded.version)
 
 
 # --- support tickets ----------------------------------------------------------------------------
@@ -1655,10 +1948,13 @@ ROUTES: Final[list[Any]] = [
     raise_alert,
     acknowledge_alert,
     resolve_alert,
+    get_alert,
     calculate_value,
     recalculate_value,
+    get_period_calculations,
     confirm_calculation,
     dispute_calculation,
+    get_feedback,
     open_ticket,
     post_ticket_message,
     assign_ticket,

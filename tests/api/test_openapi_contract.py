@@ -209,9 +209,10 @@ async def build_world(client: Client, tokens: TokenService, tenant: str) -> Worl
             team.url("/billing/go-live"), json={"billing_starts_at": starts}, headers=team.cara
         )
     )
+    calculated = period(1)
     calculation = created(
         await client.post(
-            team.url("/definitions/value/calculations"), json=period(1), headers=team.staff
+            team.url("/definitions/value/calculations"), json=calculated, headers=team.staff
         )
     )
     alert = created(
@@ -239,6 +240,7 @@ async def build_world(client: Client, tokens: TokenService, tenant: str) -> Worl
         "ticket_id": ticket["ticket_id"],
         "key_id": key["key_id"],
         "seq": 1,
+        "period_start": calculated["period_start"],
     }
     return World(team=team, tokens=tokens, ids=ids)
 
