@@ -36,6 +36,7 @@ from api.common import (
     ETAG,
     IF_MATCH,
     Accepted,
+    IfMatch,
     VersionNumber,
     accepted,
     api_of,
@@ -93,11 +94,28 @@ COMMAND_ETAG: Final = "The aggregate's new version: send it back as If-Match."
 AGGREGATE_ETAG: Final = "The aggregate's version: send it as If-Match with a command on it."
 
 
+ACCOUNT_AT: Final = "/v1/customers/{customer_id}"
+SETUP_AT: Final = "/v1/customers/{customer_id}/setup"
+DEFINITION_AT: Final = "/v1/customers/{customer_id}/definitions/{definition_id}"
+BILLING_AT: Final = "/v1/customers/{customer_id}/billing"
+ALERT_AT: Final = "/v1/customers/{customer_id}/alerts/{alert_id}"
+PERIOD_AT: Final = "/v1/customers/{customer_id}/definitions/{definition_id}/periods/{period_start}"
+FEEDBACK_AT: Final = "/v1/customers/{customer_id}/feedback"
+TICKET_AT: Final = "/v1/customers/{customer_id}/tickets/{ticket_id}"
+"""The GETs whose ETag is the version a command checks If-Match against (`IfMatch.read_at`)."""
+
+
 def command(
-    path: str, *, summary: str, status_code: int = 201
+    path: str,
+    *,
+    summary: str,
+    status_code: int = 201,
+    read_at: str | None = None,
+    creates: bool = False,
 ) -> Callable[[HandlerFunction], HTTPRouteHandler]:
     """A POST route for a command: it takes If-Match and answers the aggregate's ETag
-    (`api.common.accepted`)."""
+    (`api.common.accepted`). Every command says which GET gives the version its If-Match
+    names (`read_at`), or that it creates its aggregate (`creates`): see `IfMatch`."""
 
     def decorate(fn: HandlerFunction) -> HTTPRouteHandler:
         return post(
@@ -105,7 +123,7 @@ def command(
             summary=summary,
             status_code=status_code,
             responses=problems(COMMAND_ERRORS),
-            opt={IF_MATCH: True, ETAG: COMMAND_ETAG},
+            opt={IF_MATCH: IfMatch(read_at=read_at, creates=creates), ETAG: COMMAND_ETAG},
         )(fn)
 
     return decorate
@@ -412,7 +430,11 @@ def etagged(content: Any, version: int) -> Response[Any]:
 # --- the customer account -----------------------------------------------------------------------
 
 
-@command("/v1/customers/{customer_id:str}/users/{user_id:str}/role", summary="Change a user's role")
+@command(
+    "/v1/customers/{customer_id:str}/users/{user_id:str}/role",
+    summary="Change a user's role",
+    read_at=ACCOUNT_AT,
+)
 async def change_user_role(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -434,7 +456,9 @@ async def change_user_role(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/users/{user_id:str}/revoke", summary="Revoke a user's access"
+    "/v1/customers/{customer_id:str}/users/{user_id:str}/revoke",
+    summary="Revoke a user's access",
+    read_at=ACCOUNT_AT,
 )
 async def revoke_user_access(
     request: Request[Any, Any, Any],
@@ -453,7 +477,11 @@ async def revoke_user_access(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/billing-contact", summary="Change the billing contact")
+@command(
+    "/v1/customers/{customer_id:str}/billing-contact",
+    summary="Change the billing contact",
+    read_at=ACCOUNT_AT,
+)
 async def change_billing_contact(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -479,7 +507,7 @@ async def change_billing_contact(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/api-keys", summary="Issue an API key")
+@command("/v1/customers/{customer_id:str}/api-keys", summary="Issue an API key", read_at=ACCOUNT_AT)
 async def issue_api_key(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -505,7 +533,9 @@ async def issue_api_key(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/api-keys/{key_id:str}/revoke", summary="Revoke an API key"
+    "/v1/customers/{customer_id:str}/api-keys/{key_id:str}/revoke",
+    summary="Revoke an API key",
+    read_at=ACCOUNT_AT,
 )
 async def revoke_api_key(
     request: Request[Any, Any, Any],
@@ -524,7 +554,9 @@ async def revoke_api_key(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/suspend", summary="Suspend a customer")
+@command(
+    "/v1/customers/{customer_id:str}/suspend", summary="Suspend a customer", read_at=ACCOUNT_AT
+)
 async def suspend_customer(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -544,7 +576,11 @@ async def suspend_customer(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/reactivate", summary="Reactivate a customer")
+@command(
+    "/v1/customers/{customer_id:str}/reactivate",
+    summary="Reactivate a customer",
+    read_at=ACCOUNT_AT,
+)
 async def reactivate_customer(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -582,6 +618,7 @@ async def _setup_step(
 @command(
     "/v1/customers/{customer_id:str}/setup/api-integration",
     summary="Setup step 1: the API integration",
+    read_at=SETUP_AT,
 )
 async def complete_api_integration(
     request: Request[Any, Any, Any],
@@ -604,7 +641,9 @@ async def complete_api_integration(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/setup/data-source", summary="Setup step 2: the data source"
+    "/v1/customers/{customer_id:str}/setup/data-source",
+    summary="Setup step 2: the data source",
+    read_at=SETUP_AT,
 )
 async def connect_data_source(
     request: Request[Any, Any, Any],
@@ -623,7 +662,11 @@ async def connect_data_source(
     return await _setup_step(request, principal, customer_id, step)
 
 
-@command("/v1/customers/{customer_id:str}/setup/metrics", summary="Setup step 3: map the metrics")
+@command(
+    "/v1/customers/{customer_id:str}/setup/metrics",
+    summary="Setup step 3: map the metrics",
+    read_at=SETUP_AT,
+)
 async def map_metrics(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -642,7 +685,11 @@ async def map_metrics(
     return await _setup_step(request, principal, customer_id, step)
 
 
-@command("/v1/customers/{customer_id:str}/setup/baseline", summary="Setup step 4: the baseline")
+@command(
+    "/v1/customers/{customer_id:str}/setup/baseline",
+    summary="Setup step 4: the baseline",
+    read_at=SETUP_AT,
+)
 async def establish_baseline(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -663,7 +710,11 @@ async def establish_baseline(
     return await _setup_step(request, principal, customer_id, step)
 
 
-@command("/v1/customers/{customer_id:str}/setup/accuracy", summary="Setup step 5: verify accuracy")
+@command(
+    "/v1/customers/{customer_id:str}/setup/accuracy",
+    summary="Setup step 5: verify accuracy",
+    read_at=SETUP_AT,
+)
 async def verify_accuracy(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -749,7 +800,9 @@ async def _definition_command(
     return accepted(outcome)
 
 
-@command("/v1/customers/{customer_id:str}/definitions", summary="Draft a value definition")
+@command(
+    "/v1/customers/{customer_id:str}/definitions", summary="Draft a value definition", creates=True
+)
 async def draft_definition(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -774,6 +827,7 @@ async def draft_definition(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions",
     summary="Revise a value definition",
+    read_at=DEFINITION_AT,
 )
 async def revise_definition(
     request: Request[Any, Any, Any],
@@ -803,6 +857,7 @@ async def revise_definition(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions/{version:int}/submit",
     summary="Submit a version for approval",
+    read_at=DEFINITION_AT,
 )
 async def submit_for_approval(
     request: Request[Any, Any, Any],
@@ -831,6 +886,7 @@ async def submit_for_approval(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions/{version:int}/approve",
     summary="Approve a stage",
+    read_at=DEFINITION_AT,
 )
 async def approve_stage(
     request: Request[Any, Any, Any],
@@ -859,6 +915,7 @@ async def approve_stage(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions/{version:int}"
     "/request-changes",
     summary="Request changes",
+    read_at=DEFINITION_AT,
 )
 async def request_changes(
     request: Request[Any, Any, Any],
@@ -994,7 +1051,7 @@ async def _billing_command(
     return accepted(outcome)
 
 
-@command("/v1/customers/{customer_id:str}/billing/go-live", summary="Go live")
+@command("/v1/customers/{customer_id:str}/billing/go-live", summary="Go live", read_at=BILLING_AT)
 async def go_live(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1013,7 +1070,9 @@ async def go_live(
     return await _billing_command(request, command)
 
 
-@command("/v1/customers/{customer_id:str}/billing/pause", summary="Pause billing")
+@command(
+    "/v1/customers/{customer_id:str}/billing/pause", summary="Pause billing", read_at=BILLING_AT
+)
 async def pause_billing(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1031,7 +1090,9 @@ async def pause_billing(
     return await _billing_command(request, command)
 
 
-@command("/v1/customers/{customer_id:str}/billing/resume", summary="Resume billing")
+@command(
+    "/v1/customers/{customer_id:str}/billing/resume", summary="Resume billing", read_at=BILLING_AT
+)
 async def resume_billing(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1052,6 +1113,7 @@ async def resume_billing(
 @command(
     "/v1/customers/{customer_id:str}/billing/accuracy-threshold",
     summary="Set the accuracy threshold",
+    read_at=BILLING_AT,
 )
 async def set_accuracy_threshold(
     request: Request[Any, Any, Any],
@@ -1152,7 +1214,9 @@ async def _alert_command(request: Request[Any, Any, Any], command: alerts.Comman
     return accepted(outcome, alert_id=command.alert_id)
 
 
-@command("/v1/customers/{customer_id:str}/alerts", summary="Raise an alert")
+# Creating: the alert's id must be new, and an If-Match on the stream every alert of the
+# customer shares would only make independent raisers (monitors, disputes) refuse one another.
+@command("/v1/customers/{customer_id:str}/alerts", summary="Raise an alert", creates=True)
 async def raise_alert(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1180,6 +1244,7 @@ async def raise_alert(
 @command(
     "/v1/customers/{customer_id:str}/alerts/{alert_id:str}/acknowledge",
     summary="Acknowledge an alert",
+    read_at=ALERT_AT,
 )
 async def acknowledge_alert(
     request: Request[Any, Any, Any],
@@ -1200,7 +1265,9 @@ async def acknowledge_alert(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/alerts/{alert_id:str}/resolve", summary="Resolve an alert"
+    "/v1/customers/{customer_id:str}/alerts/{alert_id:str}/resolve",
+    summary="Resolve an alert",
+    read_at=ALERT_AT,
 )
 async def resolve_alert(
     request: Request[Any, Any, Any],
@@ -1314,6 +1381,7 @@ async def _calculation_command(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/calculations",
     summary="Calculate a period's value",
+    creates=True,
 )
 async def calculate_value(
     request: Request[Any, Any, Any],
@@ -1341,6 +1409,7 @@ async def calculate_value(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/calculations/recalculate",
     summary="Recalculate a period's value",
+    read_at=PERIOD_AT,
 )
 async def recalculate_value(
     request: Request[Any, Any, Any],
@@ -1364,37 +1433,6 @@ async def recalculate_value(
         by_role=principal.role,
     )
     return await _calculation_command(request, command)
-
-
-@command(
-    "/v1/customers/{customer_id:str}/calculations/{calculation_id:str}/confirm",
-    summary="Confirm a calculation",
-)
-async def confirm_calculation(
-    request: Request[Any, Any, Any],
-    principal: NamedDependency[Principal],
-    customer_id: FromPath[str],
-    calculation_id: FromPath[str],
-    data: JSONBody[JudgedPeriodBody],
-) -> Response[Accepted]:
-    """Say the calculation is right; the body says where it is (its definition and period
-    start). If-Match is the customer's feedback version."""
-    command = accuracy.ConfirmCalculation(
-        customer_id=customer_id,
-        calculation_id=calculation_id,
-        at=now(),
-        by=principal.user,
-        by_role=principal.role,
-    )
-    outcome = await handle_feedback(
-        api_of(request).services.store,
-        command,
-        definition_id=data.definition_id,
-        period_start=data.period_start,
-        trace=trace_of(request),
-        expected_version=expected_version(request),
-    )
-    return accepted(outcome)
 
 
 PeriodStart: TypeAlias = Annotated[
@@ -1513,8 +1551,41 @@ async def get_period_calculations(
 
 
 @command(
+    "/v1/customers/{customer_id:str}/calculations/{calculation_id:str}/confirm",
+    summary="Confirm a calculation",
+    read_at=FEEDBACK_AT,
+)
+async def confirm_calculation(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+    calculation_id: FromPath[str],
+    data: JSONBody[JudgedPeriodBody],
+) -> Response[Accepted]:
+    """Say the calculation is right; the body says where it is (its definition and period
+    start). If-Match is the customer's feedback version."""
+    command = accuracy.ConfirmCalculation(
+        customer_id=customer_id,
+        calculation_id=calculation_id,
+        at=now(),
+        by=principal.user,
+        by_role=principal.role,
+    )
+    outcome = await handle_feedback(
+        api_of(request).services.store,
+        command,
+        definition_id=data.definition_id,
+        period_start=data.period_start,
+        trace=trace_of(request),
+        expected_version=expected_version(request),
+    )
+    return accepted(outcome)
+
+
+@command(
     "/v1/customers/{customer_id:str}/calculations/{calculation_id:str}/dispute",
     summary="Dispute a calculation",
+    read_at=FEEDBACK_AT,
 )
 async def dispute_calculation(
     request: Request[Any, Any, Any],
@@ -1670,7 +1741,7 @@ async def _ticket_command(
     return accepted(outcome, ticket_id=command.ticket_id, **extra)
 
 
-@command("/v1/customers/{customer_id:str}/tickets", summary="Open a support ticket")
+@command("/v1/customers/{customer_id:str}/tickets", summary="Open a support ticket", creates=True)
 async def open_ticket(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1694,7 +1765,9 @@ async def open_ticket(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/messages", summary="Post a message"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/messages",
+    summary="Post a message",
+    read_at=TICKET_AT,
 )
 async def post_ticket_message(
     request: Request[Any, Any, Any],
@@ -1719,7 +1792,9 @@ async def post_ticket_message(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/assign", summary="Assign a ticket"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/assign",
+    summary="Assign a ticket",
+    read_at=TICKET_AT,
 )
 async def assign_ticket(
     request: Request[Any, Any, Any],
@@ -1742,6 +1817,7 @@ async def assign_ticket(
 @command(
     "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/start-work",
     summary="Start work on a ticket",
+    read_at=TICKET_AT,
 )
 async def start_work_on_ticket(
     request: Request[Any, Any, Any],
@@ -1759,6 +1835,7 @@ async def start_work_on_ticket(
 @command(
     "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/await-reply",
     summary="Wait for the customer's reply",
+    read_at=TICKET_AT,
 )
 async def await_customer_reply(
     request: Request[Any, Any, Any],
@@ -1774,7 +1851,9 @@ async def await_customer_reply(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/resolve", summary="Resolve a ticket"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/resolve",
+    summary="Resolve a ticket",
+    read_at=TICKET_AT,
 )
 async def resolve_ticket(
     request: Request[Any, Any, Any],
@@ -1794,7 +1873,11 @@ async def resolve_ticket(
     return await _ticket_command(request, customer_id, command)
 
 
-@command("/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/close", summary="Close a ticket")
+@command(
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/close",
+    summary="Close a ticket",
+    read_at=TICKET_AT,
+)
 async def close_ticket(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1811,7 +1894,9 @@ async def close_ticket(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/reopen", summary="Reopen a ticket"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/reopen",
+    summary="Reopen a ticket",
+    read_at=TICKET_AT,
 )
 async def reopen_ticket(
     request: Request[Any, Any, Any],

@@ -1,14 +1,21 @@
 """Optimistic concurrency over HTTP: every aggregate a command changes has a GET giving its
 version as an ETag, a command sent with that ETag as If-Match is decided and one with a stale
-ETag is refused (412, with the current version as its ETag).
+ETag is refused (412, with the current version as its ETag); and where the service requires
+If-Match (`Settings.require_if_match`), a command on an aggregate that exists without it is
+refused (428, naming that GET).
+
+Which commands are refused for want of If-Match follows from the route table alone: every
+route declaring `IF_MATCH`, as its `IfMatch` says (`creates`, or the GET at `read_at`). The
+journey below calls every such route; it fails if a route is added that it does not call.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -19,13 +26,19 @@ from litestar import Litestar
 
 from api.app import create_app
 from api.auth import TokenService
+from api.common import ETAG, IF_MATCH, IfMatch
+from api.staff import add_vendor_staff
+from tests.api.test_access_matrix import handlers_of
 from tests.api.test_command_routes import (
+    Team,
     approved_definition,
     complete_setup,
+    content,
     created,
     period,
     refused,
     register_team,
+    steps,
 )
 from tests.conftest import client_address
 from valueledger.services import Services
@@ -182,3 +195,138 @@ async def test_a_periods_calculations_and_the_feedback_are_read_with_their_etags
     assert verdicts[1]["reason"] == "we saved fewer hours"
     assert "pii:v1" not in read.text
     refused(await client.get("/v1/customers/nobody-here/feedback", headers=team.staff), 404)
+
+
+# --- If-Match required: the journey through every command ---------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One command of the journey: its route (the handler's name), who sends it, its body."""
+
+    route: str
+    caller: str
+    body: dict[str, Any] | None = None
+
+
+def journey() -> list[Step]:
+    """Every command route, in an order in which each one is accepted."""
+    now = datetime.now(UTC)
+    alert = {"alert_id": "a-1", "kind": "sync", "severity": "warning", "summary": "slow sync"}
+    where = {"definition_id": "value", "period_start": period(1)["period_start"]}
+    stages = [("FINANCE_REVIEW", "fay"), ("TECHNICAL_REVIEW", "tom"), ("FINAL_SIGN_OFF", "cara")]
+    approvers = {"finance_approver": "fay", "technical_approver": "tom", "executive": "cara"}
+    return [
+        Step(
+            "invite_user",
+            "staff",
+            {"user_id": "tess", "role": "TECHNICAL", "name": "Tess", "email": "t@acme.example"},
+        ),
+        Step("change_user_role", "cara", {"role": "FINANCE"}),
+        Step("change_billing_contact", "cara", {"name": "Bo", "email": "bo@acme.example"}),
+        Step("issue_api_key", "cara", {"label": "ci"}),
+        Step("revoke_api_key", "cara"),
+        Step("revoke_user_access", "cara"),
+        *(
+            Step(name, "tom", body)
+            for name, (_, body) in zip(
+                (
+                    "complete_api_integration",
+                    "connect_data_source",
+                    "map_metrics",
+                    "establish_baseline",
+                    "verify_accuracy",
+                ),
+                steps(),
+                strict=True,
+            )
+        ),
+        Step("draft_definition", "fay", {"definition_id": "value", **content()}),
+        Step("revise_definition", "fay", {"revises_version": 1, **content("25")}),
+        Step("submit_for_approval", "fay", approvers),
+        Step("request_changes", "fay", {"stage": "FINANCE_REVIEW", "reason": "too high"}),
+        Step("submit_for_approval", "fay", approvers),
+        *(Step("approve_stage", who, {"stage": stage}) for stage, who in stages),
+        Step("set_accuracy_threshold", "staff", {"threshold": "90"}),
+        Step("go_live", "cara", {"billing_starts_at": (now + timedelta(hours=1)).isoformat()}),
+        Step("pause_billing", "cara", {"reason": "renegotiating"}),
+        Step("resume_billing", "cara", {"reason": "agreed"}),
+        Step("raise_alert", "tom", {**alert, "evidence": {"lag": "5m"}}),
+        Step("acknowledge_alert", "cara"),
+        Step("resolve_alert", "tom", {"note": "caught up"}),
+        Step("calculate_value", "staff", period(1)),
+        Step("confirm_calculation", "fay", where),
+        Step("recalculate_value", "staff", {**period(1), "reason": "late timesheets"}),
+        Step("dispute_calculation", "tom", {**where, "expected_result": "2500", "reason": "no"}),
+        Step("open_ticket", "cara", {"subject": "Login", "body": "Cannot log in"}),
+        Step("assign_ticket", "staff", {"assignee": "staff-1"}),
+        Step("await_customer_reply", "staff"),
+        Step("post_ticket_message", "tom", {"body": "Still broken"}),
+        Step("resolve_ticket", "staff", {"resolution": "Password reset"}),
+        Step("close_ticket", "cara"),
+        Step("reopen_ticket", "fay", {"reason": "broken again"}),
+        Step("start_work_on_ticket", "staff"),
+        # last: suspending ends the sessions of the customer's users
+        Step("suspend_customer", "staff", {"reason": "unpaid invoice"}),
+        Step("reactivate_customer", "staff", {"reason": "paid"}),
+    ]
+
+
+def headers_of(team: Team, caller: str) -> dict[str, str]:
+    headers: dict[str, str] = getattr(team, caller)
+    return headers
+
+
+async def test_every_command_on_what_exists_needs_if_match_where_the_service_requires_it(
+    requiring: tuple[Litestar, Client],
+    client: Client,
+    services: Services,
+    tokens: TokenService,
+    tenant: str,
+) -> None:
+    """Required: a command that creates its aggregate is accepted without If-Match; any other
+    is refused without it (428, naming the GET whose ETag to send, recording nothing), and
+    accepted with that ETag, also under the Idempotency-Key of its refusal. Not required (the
+    default): every command is accepted without If-Match, as before."""
+    team = await register_team(client, tokens, tenant)  # as the service requiring nothing
+    app, client = requiring
+    required = app.state.api.require_if_match
+    await add_vendor_staff(services.pool, "staff-1")
+    routes = {handler.handler_name: (route, handler) for route, handler in handlers_of(app)}
+    takes_if_match = {name for name, (_, handler) in routes.items() if IF_MATCH in handler.opt}
+    gets_with_etag = {
+        PARAMETER.sub(r"{\1}", route.path)
+        for route, handler in routes.values()
+        if "GET" in handler.http_methods and ETAG in handler.opt
+    }
+    ids: dict[str, Any] = {
+        "customer_id": tenant,
+        "user_id": "tess",
+        "definition_id": "value",
+        "version": 2,
+        "alert_id": "a-1",
+    }
+    called = set()
+    for step in journey():
+        route, handler = routes[step.route]
+        declared: IfMatch = handler.opt[IF_MATCH]
+        url = filled(route.path, ids)
+        headers = headers_of(team, step.caller)
+        if required and not declared.creates:
+            assert declared.read_at is not None
+            assert declared.read_at in gets_with_etag, step
+            read = await client.get(
+                filled(declared.read_at, {**ids, **(step.body or {})}), headers=team.staff
+            )
+            version = etag_of(read)  # read before the refusal: if it recorded, a 412 below
+            key = {"Idempotency-Key": secrets.token_hex(8)}
+            without = await client.post(url, headers={**headers, **key}, json=step.body)
+            refused(without, 428, "precondition-required")
+            path_params = {name: ids[name] for name in PARAMETER.findall(route.path)}
+            named = f"GET {filled(declared.read_at, path_params)} as If-Match"
+            assert named in without.json()["detail"], (step, without.text)
+            headers = {**headers, **key, "If-Match": version}
+        answer = created(await client.post(url, headers=headers, json=step.body))
+        ids.update({k: v for k, v in answer.items() if k.endswith("_id") and k != "alert_id"})
+        called.add(step.route)
+    assert called == takes_if_match
