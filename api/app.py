@@ -29,6 +29,7 @@ from api.common import (
     IF_MATCH,
     READ_AHEAD,
     Api,
+    IfMatch,
     ReadAhead,
     accepted,
     api_of,
@@ -179,7 +180,7 @@ async def get_customer(
     "/v1/customers/{customer_id:str}/users",
     summary="Invite a user",
     responses=problems(command_routes.COMMAND_ERRORS),
-    opt={IF_MATCH: True, ETAG: command_routes.COMMAND_ETAG},
+    opt={IF_MATCH: IfMatch(read_at=command_routes.ACCOUNT_AT), ETAG: command_routes.COMMAND_ETAG},
 )
 async def invite_user(
     request: Request[Any, Any, Any],
@@ -275,6 +276,7 @@ async def logout(request: Request[Any, Any, Any], principal: NamedDependency[Pri
 
 def create_app(services: Services, tokens: TokenService) -> Litestar:
     """The application over `services`; the caller owns their lifetime."""
+    api = Api(services, tokens)
     app = Litestar(
         route_handlers=[
             healthz,
@@ -301,7 +303,7 @@ def create_app(services: Services, tokens: TokenService) -> Litestar:
             use_handler_docstrings=True,
             operation_id_creator=lambda handler, _method, _path: handler.handler_name,
         ),
-        state=State({"api": Api(services, tokens)}),
+        state=State({"api": api}),
     )
-    complete_document(app, platform.DOCUMENTING)
+    complete_document(app, platform.documenting(api.require_if_match))
     return platform.around_every_request(app)

@@ -29,13 +29,14 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, PathParameter
 
 from api.auth import Principal, end_sessions_after
 from api.common import (
     ETAG,
     IF_MATCH,
     Accepted,
+    IfMatch,
     VersionNumber,
     accepted,
     api_of,
@@ -44,9 +45,19 @@ from api.common import (
     trace_of,
 )
 from api.openapi import problems
+from api.problems import invalid_parameter
 from api.staff import current_vendor_staff
 from commands.accuracy import handle_feedback
-from commands.aggregates import BILLING, CUSTOMER, DEFINITION, SETUP, TICKET
+from commands.aggregates import (
+    ACCURACY,
+    ALERTS,
+    BILLING,
+    CALCULATION,
+    CUSTOMER,
+    DEFINITION,
+    SETUP,
+    TICKET,
+)
 from commands.alerts import handle_alert
 from commands.calculation import handle_calculation
 from commands.customer import handle_customer
@@ -57,7 +68,10 @@ from commands.handling import Loaded, Outcome, load
 from commands.personal_data import PersonalDataVault, sealing_key_of
 from commands.setup import handle_setup
 from commands.streams import (
+    accuracy_stream,
+    alerts_stream,
     billing_stream,
+    calculation_stream,
     customer_stream,
     definition_stream,
     setup_stream,
@@ -80,15 +94,37 @@ COMMAND_ETAG: Final = "The aggregate's new version: send it back as If-Match."
 AGGREGATE_ETAG: Final = "The aggregate's version: send it as If-Match with a command on it."
 
 
+ACCOUNT_AT: Final = "/v1/customers/{customer_id}"
+SETUP_AT: Final = "/v1/customers/{customer_id}/setup"
+DEFINITION_AT: Final = "/v1/customers/{customer_id}/definitions/{definition_id}"
+BILLING_AT: Final = "/v1/customers/{customer_id}/billing"
+ALERT_AT: Final = "/v1/customers/{customer_id}/alerts/{alert_id}"
+PERIOD_AT: Final = "/v1/customers/{customer_id}/definitions/{definition_id}/periods/{period_start}"
+FEEDBACK_AT: Final = "/v1/customers/{customer_id}/feedback"
+TICKET_AT: Final = "/v1/customers/{customer_id}/tickets/{ticket_id}"
+"""The GETs whose ETag is the version a command checks If-Match against (`IfMatch.read_at`)."""
+
+
 def command(
-    path: str, *, summary: str, status_code: int = 201, answer_holds_a_secret: bool = False
+    path: str,
+    *,
+    summary: str,
+    status_code: int = 201,
+    read_at: str | None = None,
+    creates: bool = False,
+    answer_holds_a_secret: bool = False,
 ) -> Callable[[HandlerFunction], HTTPRouteHandler]:
     """A POST route for a command: it takes If-Match and answers the aggregate's ETag
-    (`api.common.accepted`). A command whose answer holds a secret shown once takes no
-    Idempotency-Key: its answer would have to be kept in Redis to be replayed."""
+    (`api.common.accepted`). Every command says which GET gives the version its If-Match
+    names (`read_at`), or that it creates its aggregate (`creates`): see `IfMatch`. A command
+    whose answer holds a secret shown once takes no Idempotency-Key: its answer would have to
+    be kept in Redis to be replayed."""
 
     def decorate(fn: HandlerFunction) -> HTTPRouteHandler:
-        opt: dict[str, Any] = {IF_MATCH: True, ETAG: COMMAND_ETAG}
+        opt: dict[str, Any] = {
+            IF_MATCH: IfMatch(read_at=read_at, creates=creates),
+            ETAG: COMMAND_ETAG,
+        }
         if answer_holds_a_secret:
             opt["idempotency"] = False
         return post(
@@ -403,7 +439,11 @@ def etagged(content: Any, version: int) -> Response[Any]:
 # --- the customer account -----------------------------------------------------------------------
 
 
-@command("/v1/customers/{customer_id:str}/users/{user_id:str}/role", summary="Change a user's role")
+@command(
+    "/v1/customers/{customer_id:str}/users/{user_id:str}/role",
+    summary="Change a user's role",
+    read_at=ACCOUNT_AT,
+)
 async def change_user_role(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -425,7 +465,9 @@ async def change_user_role(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/users/{user_id:str}/revoke", summary="Revoke a user's access"
+    "/v1/customers/{customer_id:str}/users/{user_id:str}/revoke",
+    summary="Revoke a user's access",
+    read_at=ACCOUNT_AT,
 )
 async def revoke_user_access(
     request: Request[Any, Any, Any],
@@ -444,7 +486,11 @@ async def revoke_user_access(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/billing-contact", summary="Change the billing contact")
+@command(
+    "/v1/customers/{customer_id:str}/billing-contact",
+    summary="Change the billing contact",
+    read_at=ACCOUNT_AT,
+)
 async def change_billing_contact(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -473,6 +519,7 @@ async def change_billing_contact(
 @command(
     "/v1/customers/{customer_id:str}/api-keys",
     summary="Issue an API key",
+    read_at=ACCOUNT_AT,
     answer_holds_a_secret=True,
 )
 async def issue_api_key(
@@ -500,7 +547,9 @@ async def issue_api_key(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/api-keys/{key_id:str}/revoke", summary="Revoke an API key"
+    "/v1/customers/{customer_id:str}/api-keys/{key_id:str}/revoke",
+    summary="Revoke an API key",
+    read_at=ACCOUNT_AT,
 )
 async def revoke_api_key(
     request: Request[Any, Any, Any],
@@ -519,7 +568,9 @@ async def revoke_api_key(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/suspend", summary="Suspend a customer")
+@command(
+    "/v1/customers/{customer_id:str}/suspend", summary="Suspend a customer", read_at=ACCOUNT_AT
+)
 async def suspend_customer(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -539,7 +590,11 @@ async def suspend_customer(
     return accepted(await decide_for_customer(request, command))
 
 
-@command("/v1/customers/{customer_id:str}/reactivate", summary="Reactivate a customer")
+@command(
+    "/v1/customers/{customer_id:str}/reactivate",
+    summary="Reactivate a customer",
+    read_at=ACCOUNT_AT,
+)
 async def reactivate_customer(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -577,6 +632,7 @@ async def _setup_step(
 @command(
     "/v1/customers/{customer_id:str}/setup/api-integration",
     summary="Setup step 1: the API integration",
+    read_at=SETUP_AT,
 )
 async def complete_api_integration(
     request: Request[Any, Any, Any],
@@ -599,7 +655,9 @@ async def complete_api_integration(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/setup/data-source", summary="Setup step 2: the data source"
+    "/v1/customers/{customer_id:str}/setup/data-source",
+    summary="Setup step 2: the data source",
+    read_at=SETUP_AT,
 )
 async def connect_data_source(
     request: Request[Any, Any, Any],
@@ -618,7 +676,11 @@ async def connect_data_source(
     return await _setup_step(request, principal, customer_id, step)
 
 
-@command("/v1/customers/{customer_id:str}/setup/metrics", summary="Setup step 3: map the metrics")
+@command(
+    "/v1/customers/{customer_id:str}/setup/metrics",
+    summary="Setup step 3: map the metrics",
+    read_at=SETUP_AT,
+)
 async def map_metrics(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -637,7 +699,11 @@ async def map_metrics(
     return await _setup_step(request, principal, customer_id, step)
 
 
-@command("/v1/customers/{customer_id:str}/setup/baseline", summary="Setup step 4: the baseline")
+@command(
+    "/v1/customers/{customer_id:str}/setup/baseline",
+    summary="Setup step 4: the baseline",
+    read_at=SETUP_AT,
+)
 async def establish_baseline(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -658,7 +724,11 @@ async def establish_baseline(
     return await _setup_step(request, principal, customer_id, step)
 
 
-@command("/v1/customers/{customer_id:str}/setup/accuracy", summary="Setup step 5: verify accuracy")
+@command(
+    "/v1/customers/{customer_id:str}/setup/accuracy",
+    summary="Setup step 5: verify accuracy",
+    read_at=SETUP_AT,
+)
 async def verify_accuracy(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -744,7 +814,9 @@ async def _definition_command(
     return accepted(outcome)
 
 
-@command("/v1/customers/{customer_id:str}/definitions", summary="Draft a value definition")
+@command(
+    "/v1/customers/{customer_id:str}/definitions", summary="Draft a value definition", creates=True
+)
 async def draft_definition(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -769,6 +841,7 @@ async def draft_definition(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions",
     summary="Revise a value definition",
+    read_at=DEFINITION_AT,
 )
 async def revise_definition(
     request: Request[Any, Any, Any],
@@ -798,6 +871,7 @@ async def revise_definition(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions/{version:int}/submit",
     summary="Submit a version for approval",
+    read_at=DEFINITION_AT,
 )
 async def submit_for_approval(
     request: Request[Any, Any, Any],
@@ -826,6 +900,7 @@ async def submit_for_approval(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions/{version:int}/approve",
     summary="Approve a stage",
+    read_at=DEFINITION_AT,
 )
 async def approve_stage(
     request: Request[Any, Any, Any],
@@ -854,6 +929,7 @@ async def approve_stage(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/versions/{version:int}"
     "/request-changes",
     summary="Request changes",
+    read_at=DEFINITION_AT,
 )
 async def request_changes(
     request: Request[Any, Any, Any],
@@ -989,7 +1065,7 @@ async def _billing_command(
     return accepted(outcome)
 
 
-@command("/v1/customers/{customer_id:str}/billing/go-live", summary="Go live")
+@command("/v1/customers/{customer_id:str}/billing/go-live", summary="Go live", read_at=BILLING_AT)
 async def go_live(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1008,7 +1084,9 @@ async def go_live(
     return await _billing_command(request, command)
 
 
-@command("/v1/customers/{customer_id:str}/billing/pause", summary="Pause billing")
+@command(
+    "/v1/customers/{customer_id:str}/billing/pause", summary="Pause billing", read_at=BILLING_AT
+)
 async def pause_billing(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1026,7 +1104,9 @@ async def pause_billing(
     return await _billing_command(request, command)
 
 
-@command("/v1/customers/{customer_id:str}/billing/resume", summary="Resume billing")
+@command(
+    "/v1/customers/{customer_id:str}/billing/resume", summary="Resume billing", read_at=BILLING_AT
+)
 async def resume_billing(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1047,6 +1127,7 @@ async def resume_billing(
 @command(
     "/v1/customers/{customer_id:str}/billing/accuracy-threshold",
     summary="Set the accuracy threshold",
+    read_at=BILLING_AT,
 )
 async def set_accuracy_threshold(
     request: Request[Any, Any, Any],
@@ -1147,7 +1228,9 @@ async def _alert_command(request: Request[Any, Any, Any], command: alerts.Comman
     return accepted(outcome, alert_id=command.alert_id)
 
 
-@command("/v1/customers/{customer_id:str}/alerts", summary="Raise an alert")
+# Creating: the alert's id must be new, and an If-Match on the stream every alert of the
+# customer shares would only make independent raisers (monitors, disputes) refuse one another.
+@command("/v1/customers/{customer_id:str}/alerts", summary="Raise an alert", creates=True)
 async def raise_alert(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1175,6 +1258,7 @@ async def raise_alert(
 @command(
     "/v1/customers/{customer_id:str}/alerts/{alert_id:str}/acknowledge",
     summary="Acknowledge an alert",
+    read_at=ALERT_AT,
 )
 async def acknowledge_alert(
     request: Request[Any, Any, Any],
@@ -1195,7 +1279,9 @@ async def acknowledge_alert(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/alerts/{alert_id:str}/resolve", summary="Resolve an alert"
+    "/v1/customers/{customer_id:str}/alerts/{alert_id:str}/resolve",
+    summary="Resolve an alert",
+    read_at=ALERT_AT,
 )
 async def resolve_alert(
     request: Request[Any, Any, Any],
@@ -1214,6 +1300,72 @@ async def resolve_alert(
         by_role=principal.role,
     )
     return await _alert_command(request, command)
+
+
+class AlertView(msgspec.Struct, frozen=True, kw_only=True):
+    """One of the customer's alerts, its resolution note opened."""
+
+    customer_id: str
+    alert_id: str
+    kind: str
+    severity: alerts.AlertSeverity
+    summary: str
+    evidence: dict[str, str]
+    source_reference: str | None
+    status: alerts.AlertStatus
+    raised_at: datetime
+    raised_by: str
+    raised_by_role: Role
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_note: str | None
+    version: int
+    """The version of the customer's alerts, its ETag: all of them are one stream, so a
+    command on any alert checks If-Match against it."""
+
+
+@read(
+    "/v1/customers/{customer_id:str}/alerts/{alert_id:str}",
+    summary="An alert",
+    etag=AGGREGATE_ETAG,
+)
+async def get_alert(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+    alert_id: FromPath[str],
+) -> Response[AlertView]:
+    """The alert as the ledger has it now; its resolution note is shown opened."""
+    del principal
+    api = api_of(request)
+    tenant = tenant_of(customer_id)
+    loaded = await load(api.services.store, ALERTS, alerts_stream(tenant))
+    alert = loaded.state.alerts.get(alert_id)
+    if alert is None:
+        raise NotFoundException(detail=f"customer {customer_id!r} has no alert {alert_id!r}")
+    notes = await opened(api.services.vault, tenant, [alert.resolution_note_sealed])
+    view = AlertView(
+        customer_id=customer_id,
+        alert_id=alert.alert_id,
+        kind=alert.kind,
+        severity=alert.severity,
+        summary=alert.summary,
+        evidence=dict(alert.evidence),
+        source_reference=alert.source_reference,
+        status=alert.status,
+        raised_at=alert.raised_at,
+        raised_by=alert.raised_by,
+        raised_by_role=alert.raised_by_role,
+        acknowledged_at=alert.acknowledged_at,
+        acknowledged_by=alert.acknowledged_by or None,
+        resolved_at=alert.resolved_at,
+        resolved_by=alert.resolved_by or None,
+        resolution_note=notes.get(alert.resolution_note_sealed),
+        version=loaded.version,
+    )
+    return etagged(view, loaded.version)
 
 
 # --- calculations and the customer's verdicts on them -------------------------------------------
@@ -1243,6 +1395,7 @@ async def _calculation_command(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/calculations",
     summary="Calculate a period's value",
+    creates=True,
 )
 async def calculate_value(
     request: Request[Any, Any, Any],
@@ -1270,6 +1423,7 @@ async def calculate_value(
 @command(
     "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/calculations/recalculate",
     summary="Recalculate a period's value",
+    read_at=PERIOD_AT,
 )
 async def recalculate_value(
     request: Request[Any, Any, Any],
@@ -1295,9 +1449,125 @@ async def recalculate_value(
     return await _calculation_command(request, command)
 
 
+PeriodStart: TypeAlias = Annotated[
+    str,
+    PathParameter(
+        description="Where the period starts, as the commands on it give it: RFC 3339 with a "
+        "time zone offset (`2026-03-01T00:00:00Z`)."
+    ),
+]
+PERIOD_START: Final = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class CalculationView(msgspec.Struct, frozen=True, kw_only=True):
+    """One calculation receipt of the period, as recorded; a recalculation's reason opened."""
+
+    calculation_id: str
+    supersedes: str | None
+    reason: str | None
+    definition_version: int
+    definition_content_hash: str
+    formula: str
+    inputs: tuple[calculation.MetricReading, ...]
+    baselines: tuple[calculation.BaselineUsed, ...]
+    result: str
+    billing: calculation.Billing
+    calculated_at: datetime
+    calculated_by: str
+    calculated_by_role: Role
+
+
+class PeriodCalculationsView(msgspec.Struct, frozen=True, kw_only=True):
+    """A period's value: its current calculation and those it superseded, oldest first."""
+
+    customer_id: str
+    definition_id: str
+    period_start: datetime
+    period_end: datetime
+    current: CalculationView
+    superseded: tuple[CalculationView, ...]
+    version: int
+    """The period's version, its ETag: send it as If-Match to recalculate."""
+
+
+def _calculation_view(receipt: calculation.Receipt, reasons: dict[str, str]) -> CalculationView:
+    supersedes, reason = None, None
+    if isinstance(receipt, calculation.ValueRecalculated):
+        supersedes, reason = receipt.supersedes, reasons.get(receipt.reason_sealed)
+    return CalculationView(
+        calculation_id=receipt.calculation_id,
+        supersedes=supersedes,
+        reason=reason,
+        definition_version=receipt.definition_version,
+        definition_content_hash=receipt.definition_content_hash,
+        formula=receipt.formula,
+        inputs=receipt.inputs,
+        baselines=receipt.baselines,
+        result=receipt.result,
+        billing=receipt.billing,
+        calculated_at=receipt.calculated_at,
+        calculated_by=receipt.calculated_by,
+        calculated_by_role=receipt.calculated_by_role,
+    )
+
+
+@read(
+    "/v1/customers/{customer_id:str}/definitions/{definition_id:str}/periods/{period_start:str}",
+    summary="A period's calculations",
+    etag=AGGREGATE_ETAG,
+)
+async def get_period_calculations(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+    definition_id: FromPath[str],
+    period_start: PeriodStart,
+) -> Response[PeriodCalculationsView]:
+    """The definition's calculations of the period starting at `period_start`, as the ledger
+    has them now: the current one and those it superseded; reasons are shown opened."""
+    del principal
+    # Parsed here, after the guard, so that a caller refused by it never learns more.
+    try:
+        start: datetime = msgspec.convert(period_start, PERIOD_START)
+    except msgspec.ValidationError as error:
+        raise invalid_parameter("period_start", str(error)) from None
+    api = api_of(request)
+    tenant = tenant_of(customer_id)
+    stream = calculation_stream(tenant, definition_id, start)
+    loaded = await load(api.services.store, CALCULATION, stream)
+    current = loaded.state.current
+    if current is None:
+        raise NotFoundException(
+            detail=f"customer {customer_id!r} has no calculation of definition "
+            f"{definition_id!r} for the period starting at {start.isoformat()}"
+        )
+    reasons = await opened(
+        api.services.vault,
+        tenant,
+        (
+            receipt.reason_sealed
+            for receipt in loaded.state.history
+            if isinstance(receipt, calculation.ValueRecalculated)
+        ),
+    )
+    view = PeriodCalculationsView(
+        customer_id=customer_id,
+        definition_id=current.definition_id,
+        period_start=current.period_start,
+        period_end=current.period_end,
+        current=_calculation_view(current, reasons),
+        superseded=tuple(
+            _calculation_view(receipt, reasons) for receipt in loaded.state.superseded
+        ),
+        version=loaded.version,
+    )
+    return etagged(view, loaded.version)
+
+
 @command(
     "/v1/customers/{customer_id:str}/calculations/{calculation_id:str}/confirm",
     summary="Confirm a calculation",
+    read_at=FEEDBACK_AT,
 )
 async def confirm_calculation(
     request: Request[Any, Any, Any],
@@ -1329,6 +1599,7 @@ async def confirm_calculation(
 @command(
     "/v1/customers/{customer_id:str}/calculations/{calculation_id:str}/dispute",
     summary="Dispute a calculation",
+    read_at=FEEDBACK_AT,
 )
 async def dispute_calculation(
     request: Request[Any, Any, Any],
@@ -1363,6 +1634,105 @@ async def dispute_calculation(
     return accepted(outcome)
 
 
+class VerdictView(msgspec.Struct, frozen=True, kw_only=True):
+    """The customer's verdict on one calculation, as recorded; a dispute's reason opened."""
+
+    calculation_id: str
+    verdict: Literal["confirmed", "disputed"]
+    definition_id: str
+    period_start: datetime
+    period_end: datetime
+    result: str
+    comparisons: tuple[accuracy.MetricComparison, ...]
+    expected_result: str | None
+    reason: str | None
+    score: str
+    setup_accuracy: str
+    measured_accuracy: str
+    """The customer's measured accuracy right after this verdict."""
+    alert_severity: accuracy.AlertSeverity | None
+    given_at: datetime
+    given_by: str
+    given_by_role: Role
+
+
+class FeedbackView(msgspec.Struct, frozen=True, kw_only=True):
+    """The customer's verdicts on calculations, in the order they were given."""
+
+    customer_id: str
+    verdicts: tuple[VerdictView, ...]
+    version: int
+    """The feedback's version, its ETag: send it as If-Match to confirm or dispute."""
+
+
+def _verdict_view(verdict: accuracy.Verdict, reasons: dict[str, str]) -> VerdictView:
+    given: dict[str, Any]
+    match verdict:
+        case accuracy.CalculationConfirmed():
+            given = {
+                "verdict": "confirmed",
+                "comparisons": (),
+                "expected_result": None,
+                "reason": None,
+                "alert_severity": None,
+                "given_by": verdict.confirmed_by,
+                "given_by_role": verdict.confirmed_by_role,
+            }
+        case accuracy.CalculationDisputed():
+            given = {
+                "verdict": "disputed",
+                "comparisons": verdict.comparisons,
+                "expected_result": verdict.expected_result,
+                "reason": reasons.get(verdict.reason_sealed),
+                "alert_severity": verdict.alert_severity,
+                "given_by": verdict.disputed_by,
+                "given_by_role": verdict.disputed_by_role,
+            }
+    return VerdictView(
+        calculation_id=verdict.calculation_id,
+        definition_id=verdict.definition_id,
+        period_start=verdict.period_start,
+        period_end=verdict.period_end,
+        result=verdict.result,
+        score=verdict.score,
+        setup_accuracy=verdict.setup_accuracy,
+        measured_accuracy=verdict.measured_accuracy,
+        given_at=accuracy.given_at(verdict),
+        **given,
+    )
+
+
+@read(
+    "/v1/customers/{customer_id:str}/feedback",
+    summary="The customer's feedback on calculations",
+    etag=AGGREGATE_ETAG,
+)
+async def get_feedback(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    customer_id: FromPath[str],
+) -> Response[FeedbackView]:
+    """Every confirmation and dispute of a calculation, as the ledger has them now; a
+    dispute's reason is shown opened. A customer who has given none is at version 0."""
+    del principal
+    await registered_account(request, customer_id)
+    api = api_of(request)
+    tenant = tenant_of(customer_id)
+    loaded = await load(api.services.store, ACCURACY, accuracy_stream(tenant))
+    verdicts = tuple(loaded.state.verdicts.values())
+    reasons = await opened(
+        api.services.vault,
+        tenant,
+        (v.reason_sealed for v in verdicts if isinstance(v, accuracy.CalculationDisputed)),
+    )
+    view = FeedbackView(
+        customer_id=customer_id,
+        verdicts=tuple(_verdict_view(verdict, reasons) for verdict in verdicts),
+        version=loaded.version,
+    )
+    return etagged(view, loaded.version)
+
+
 # --- support tickets ----------------------------------------------------------------------------
 
 
@@ -1385,7 +1755,7 @@ async def _ticket_command(
     return accepted(outcome, ticket_id=command.ticket_id, **extra)
 
 
-@command("/v1/customers/{customer_id:str}/tickets", summary="Open a support ticket")
+@command("/v1/customers/{customer_id:str}/tickets", summary="Open a support ticket", creates=True)
 async def open_ticket(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1409,7 +1779,9 @@ async def open_ticket(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/messages", summary="Post a message"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/messages",
+    summary="Post a message",
+    read_at=TICKET_AT,
 )
 async def post_ticket_message(
     request: Request[Any, Any, Any],
@@ -1434,7 +1806,9 @@ async def post_ticket_message(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/assign", summary="Assign a ticket"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/assign",
+    summary="Assign a ticket",
+    read_at=TICKET_AT,
 )
 async def assign_ticket(
     request: Request[Any, Any, Any],
@@ -1457,6 +1831,7 @@ async def assign_ticket(
 @command(
     "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/start-work",
     summary="Start work on a ticket",
+    read_at=TICKET_AT,
 )
 async def start_work_on_ticket(
     request: Request[Any, Any, Any],
@@ -1474,6 +1849,7 @@ async def start_work_on_ticket(
 @command(
     "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/await-reply",
     summary="Wait for the customer's reply",
+    read_at=TICKET_AT,
 )
 async def await_customer_reply(
     request: Request[Any, Any, Any],
@@ -1489,7 +1865,9 @@ async def await_customer_reply(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/resolve", summary="Resolve a ticket"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/resolve",
+    summary="Resolve a ticket",
+    read_at=TICKET_AT,
 )
 async def resolve_ticket(
     request: Request[Any, Any, Any],
@@ -1509,7 +1887,11 @@ async def resolve_ticket(
     return await _ticket_command(request, customer_id, command)
 
 
-@command("/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/close", summary="Close a ticket")
+@command(
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/close",
+    summary="Close a ticket",
+    read_at=TICKET_AT,
+)
 async def close_ticket(
     request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
@@ -1526,7 +1908,9 @@ async def close_ticket(
 
 
 @command(
-    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/reopen", summary="Reopen a ticket"
+    "/v1/customers/{customer_id:str}/tickets/{ticket_id:str}/reopen",
+    summary="Reopen a ticket",
+    read_at=TICKET_AT,
 )
 async def reopen_ticket(
     request: Request[Any, Any, Any],
@@ -1663,10 +2047,13 @@ ROUTES: Final[list[Any]] = [
     raise_alert,
     acknowledge_alert,
     resolve_alert,
+    get_alert,
     calculate_value,
     recalculate_value,
+    get_period_calculations,
     confirm_calculation,
     dispute_calculation,
+    get_feedback,
     open_ticket,
     post_ticket_message,
     assign_ticket,

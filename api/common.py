@@ -7,7 +7,8 @@ call its handler and answer with the receipts' summary and the aggregate's ETag.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeAlias
@@ -28,7 +29,7 @@ from api.auth import (
     TokenService,
     authenticate_api_key,
 )
-from api.openapi import Answer, Documentation, Header, RouteOperation
+from api.openapi import Answer, Documentation, Documenting, Header, RouteOperation
 from api.policy import POLICY
 from api.problems import ApiProblem
 from commands.handling import Outcome, Trace
@@ -43,18 +44,53 @@ class Api:
     def __init__(self, services: Services, tokens: TokenService) -> None:
         self.services = services
         self.tokens = tokens
+        self.require_if_match = services.settings.require_if_match
+        """`Settings.require_if_match`, read once: a command without If-Match looks it up."""
 
 
 # --- who is calling -----------------------------------------------------------------------------
 
 
 IF_MATCH: Final = "if_match"
-"""The route opt saying that the route's command takes `If-Match` (`expected_version`)."""
+"""The route opt saying that the route's command takes `If-Match` (`expected_version`), as an
+`IfMatch` saying what its version is."""
 ETAG: Final = "etag"
 """The route opt saying what the ETag of the route's successful answer is."""
 
 READ_AHEAD: Final = "read_ahead"
 """The route opt naming the `ReadAhead` of a route."""
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatch:
+    """What a command route's If-Match is checked against, declared once on the route as
+    ``opt={IF_MATCH: IfMatch(...)}``: either the GET whose ETag is the version of what the
+    command changes (`read_at`), or that the command creates what it acts on (`creates`).
+
+    A deployment that requires If-Match (`Settings.require_if_match`) refuses a command
+    without it with 428, naming the `read_at` GET; a command that creates what it acts on is
+    never refused: its stream must not exist yet, or (raising an alert) its id must never
+    have been used, so there is no version the client could have read and no change of
+    theirs to lose."""
+
+    read_at: str | None = None
+    """The path of the GET (``/v1/customers/{customer_id}/setup``), its parameters named as
+    the command route's own; one the command's path lacks stays a ``{placeholder}`` for the
+    client to fill from its body (a period's ``{period_start}``)."""
+    creates: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.read_at is None) is not self.creates:
+            raise ValueError("say either that the command creates what it acts on or its GET")
+
+    def read_url(self, path_params: Mapping[str, Any]) -> str:
+        """The `read_at` GET of the command sent with `path_params`."""
+        return _PLACEHOLDER.sub(
+            lambda found: str(path_params.get(found[1], found[0])), self.read_at or ""
+        )
+
+
+_PLACEHOLDER: Final = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,16 +335,20 @@ def json_answer(body: bytes, status: int = 200) -> Response[bytes]:
 
 
 def expected_version(request: Request[Any, Any, Any]) -> int | None:
-    """The version `If-Match` names, if any (the aggregate's ETag, a plain number).
+    """The version `If-Match` names, if any (the aggregate's ETag, a plain number); none
+    where the deployment requires one is a 428 (`precondition_required`).
 
-    Only a route that declares ``opt={IF_MATCH: True}`` may read it: the OpenAPI document
-    lists the header, and its 412, from that declaration."""
-    if not request.route_handler.opt.get(IF_MATCH):
+    Only a route that declares ``opt={IF_MATCH: IfMatch(...)}`` may read it: the OpenAPI
+    document lists the header, its 412 and its 428 from that declaration."""
+    declared: IfMatch | None = request.route_handler.opt.get(IF_MATCH)
+    if declared is None:
         raise RuntimeError(
             f"{request.route_handler.handler_name} reads If-Match without declaring IF_MATCH"
         )
     value = header(request.scope, b"if-match")
     if value is None:
+        if api_of(request).require_if_match and not declared.creates:
+            raise precondition_required(declared.read_url(request.path_params))
         return None
     text = value.strip().removeprefix("W/").strip('"')
     if not (text.isascii() and text.isdigit()):
@@ -321,28 +361,59 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
     return int(text)
 
 
-def concurrency_documentation(operation: RouteOperation) -> Documentation:
-    """The version headers a route declares (`IF_MATCH`, `ETAG`), and what If-Match answers."""
-    etag: str | None = operation.opt.get(ETAG)
-    success = () if etag is None else (Header("ETag", etag, required=True),)
-    if not operation.opt.get(IF_MATCH):
-        return Documentation(success_headers=success)
-    return Documentation(
-        request_headers=(
-            Header(
-                "If-Match",
-                'The aggregate\'s version as its ETag gave it (a quoted number such as "3"): '
-                "the command is decided only if the aggregate is still at that version.",
-                pattern='^(W/)?"?[0-9]+"?$',
-            ),
-        ),
-        answers=(
+def precondition_required(read_url: str) -> ApiProblem:
+    """The 428 (RFC 6585) for a command sent without If-Match where the deployment requires
+    it, naming the GET whose ETag to send."""
+    return ApiProblem(
+        428,
+        "precondition-required",
+        "If-Match is required",
+        "this service requires If-Match on a command that changes what exists: send the ETag "
+        f"of GET {read_url} as If-Match",
+    )
+
+
+def concurrency_documentation(require_if_match: bool) -> Documenting:
+    """What documents the version headers a route declares (`IF_MATCH`, `ETAG`) and what
+    If-Match answers, in a deployment that requires If-Match or not."""
+
+    def document(operation: RouteOperation) -> Documentation:
+        etag: str | None = operation.opt.get(ETAG)
+        success = () if etag is None else (Header("ETag", etag, required=True),)
+        declared: IfMatch | None = operation.opt.get(IF_MATCH)
+        if declared is None:
+            return Documentation(success_headers=success)
+        answers = [
             Answer(400, "If-Match is not a version this API gave."),
             Answer(
                 412,
                 "If-Match names a version the aggregate is no longer at; read it again.",
                 (Header("ETag", "The aggregate's current version.", required=True),),
             ),
-        ),
-        success_headers=success,
-    )
+        ]
+        required = require_if_match and not declared.creates
+        where = f" `GET {declared.read_at}` gives it." if declared.read_at else ""
+        if required:
+            answers.append(
+                Answer(
+                    428,
+                    "No If-Match (`precondition-required`): this service requires it on a "
+                    f"command that changes what exists.{where}",
+                )
+            )
+        return Documentation(
+            request_headers=(
+                Header(
+                    "If-Match",
+                    'The aggregate\'s version as its ETag gave it (a quoted number such as "3"): '
+                    "the command is decided only if the aggregate is still at that version."
+                    + where,
+                    required=required,
+                    pattern='^(W/)?"?[0-9]+"?$',
+                ),
+            ),
+            answers=tuple(answers),
+            success_headers=success,
+        )
+
+    return document

@@ -13,8 +13,9 @@ query and body.
 * The first request takes the key with SET NX, as a *running* marker that expires after
   RUNNING_TTL seconds (so a crashed process cannot lock a key for a day), and runs.
 * Its answer (status; Content-Type, ETag and Location; body) is then kept for KEEP_TTL
-  (24 hours), unless the request did not get to act: 401, 408, 409, 425, 429 and every 5xx
-  release the key so the client may retry with it.
+  (24 hours), unless the request did not get to act: 401, 408, 409, 425, 428 (sent without
+  the If-Match the service requires), 429 and every 5xx release the key so the client may
+  retry with it.
 * The same key and fingerprint again: the kept answer, with ``Idempotent-Replayed: true``.
 * The same key with another fingerprint: 422. The same key while the first still runs: 409.
 
@@ -71,7 +72,7 @@ NOT_FOR: Final = ("/v1/auth/",)
 """Routes whose requests carry passwords and whose answers carry fresh tokens: neither a
 fingerprint of the one nor a copy of the other belongs in Redis (a repeated login or password
 change is harmless anyway)."""
-NOT_KEPT: Final = frozenset({401, 408, 409, 425, 429})
+NOT_KEPT: Final = frozenset({401, 408, 409, 425, 428, 429})
 """Answers that mean the request did not get to act, so a retry should run it."""
 
 log = structlog.get_logger(__name__)

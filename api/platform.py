@@ -14,7 +14,7 @@ and rate limited like any other. The last two need the matched route (its body l
 method) and are Litestar middleware.
 
 Each layer, and the guard and If-Match handling of `api.common`, documents what it answers on
-a route (`DOCUMENTING`); `api.openapi` adds that to every operation of the document.
+a route (`documenting`); `api.openapi` adds that to every operation of the document.
 """
 
 from __future__ import annotations
@@ -32,14 +32,18 @@ from api.ratelimit import BodyLimitsMiddleware, RateLimitMiddleware
 MIDDLEWARE: Final[list[Any]] = [BodyLimitsMiddleware, IdempotencyMiddleware]
 """Litestar middleware: run for the routes it matched."""
 ROUTES: Final[list[Any]] = [metrics, readyz]
-DOCUMENTING: Final[tuple[Documenting, ...]] = (
-    guard_documentation,
-    concurrency_documentation,
-    RequestTelemetryMiddleware.documentation,
-    RateLimitMiddleware.documentation,
-    *(layer.documentation for layer in MIDDLEWARE),
-)
-"""Every part that can answer on a route besides its handler, outermost first."""
+
+
+def documenting(require_if_match: bool) -> tuple[Documenting, ...]:
+    """Every part that can answer on a route besides its handler, outermost first, in a
+    deployment that requires If-Match (`Settings.require_if_match`) or not."""
+    return (
+        guard_documentation,
+        concurrency_documentation(require_if_match),
+        RequestTelemetryMiddleware.documentation,
+        RateLimitMiddleware.documentation,
+        *(layer.documentation for layer in MIDDLEWARE),
+    )
 
 
 def around_every_request(app: Litestar) -> Litestar:

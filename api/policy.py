@@ -57,11 +57,14 @@ POLICY: Final[dict[str, frozenset[Role]]] = {
     "raise_alert": TECHNICAL,
     "acknowledge_alert": TECHNICAL,
     "resolve_alert": TECHNICAL,
+    "get_alert": EVERYONE,
     # calculations are the vendor's claim; every customer role may judge them
     "calculate_value": ADMIN,
     "recalculate_value": ADMIN,
     "confirm_calculation": EVERYONE,
     "dispute_calculation": EVERYONE,
+    "get_period_calculations": EVERYONE,
+    "get_feedback": EVERYONE,
     # support tickets: vendor-only steps are ADMIN's
     "open_ticket": EVERYONE,
     "post_ticket_message": EVERYONE,

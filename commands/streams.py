@@ -73,7 +73,12 @@ def alerts_stream(tenant: str) -> str:
 
 def calculation_stream(tenant: str, definition_id: str, period_start: datetime) -> str:
     """The calculations of one definition for the period starting at `period_start` (UTC)."""
-    start = period_start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        start = period_start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    except OverflowError:  # such as 0001-01-01T00:00:00+01:00, before year 1 in UTC
+        raise StreamNameError(
+            f"period start {period_start.isoformat()} is not a time in UTC's years 1 to 9999"
+        ) from None
     return f"{tenant}:calculation:{_part('definition id', definition_id)}:{start}"
 
 

@@ -38,6 +38,15 @@ def test_settings_from_environment() -> None:
     assert Settings.from_env({}).retention_days == 30
 
 
+@pytest.mark.parametrize(
+    ("written", "required"),
+    [(None, False), ("", False), ("1", True), ("true", True), (" On ", True), ("no", False)],
+)
+def test_if_match_is_required_only_when_switched_on(written: str | None, required: bool) -> None:
+    environment = {} if written is None else {"VALUELEDGER_REQUIRE_IF_MATCH": written}
+    assert Settings.from_env(environment).require_if_match is required
+
+
 def test_secrets_never_show_in_settings_text() -> None:
     settings = Settings(
         database_url="postgresql://app:s3cret@db:5432/ledger",
@@ -139,6 +148,7 @@ def test_redaction_keeps_what_is_not_secret() -> None:
         ({"VALUELEDGER_DB_ROLE": "app; DROP TABLE events"}, "VALUELEDGER_DB_ROLE"),
         ({"VALUELEDGER_WEBHOOK_RETENTION_DAYS": "-1"}, "VALUELEDGER_WEBHOOK_RETENTION_DAYS"),
         ({"VALUELEDGER_WEBHOOK_RETENTION_DAYS": "2.5"}, "VALUELEDGER_WEBHOOK_RETENTION_DAYS"),
+        ({"VALUELEDGER_REQUIRE_IF_MATCH": "always"}, "VALUELEDGER_REQUIRE_IF_MATCH"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(environment: dict[str, str], named: str) -> None:

@@ -19,6 +19,12 @@ CachePrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
 Delays = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?){0,19}$")]
 Days = Annotated[str, msgspec.Meta(pattern=r"^\d{1,5}$")]
 
+SWITCHES: Final = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
+"""How an on/off setting may be written in the environment (in any case)."""
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Configuration. Unset URLs mean: start the embedded servers in `data_dir`."""
@@ -52,6 +58,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Seconds to wait before each further attempt after a failed one, comma-separated."""
     webhook_retention_days: Days = "30"
     """Days a finished delivery's row (delivered or failed) is kept; 0 keeps them forever."""
+    require_if_match: bool = False
+    """Refuse (428) a command on an aggregate that exists when it comes without If-Match, so
+    that no client can change what it has not read; the commands that create their aggregate
+    are never refused. Off: If-Match stays optional, as RFC 9110 has it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,8 +81,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "webhooks": "VALUELEDGER_WEBHOOKS",
             "webhook_retry_delays": "VALUELEDGER_WEBHOOK_RETRY_DELAYS",
             "webhook_retention_days": "VALUELEDGER_WEBHOOK_RETENTION_DAYS",
+            "require_if_match": "VALUELEDGER_REQUIRE_IF_MATCH",
         }
-        values = {field: env[name] for field, name in names.items() if env.get(name) is not None}
+        values: dict[str, object] = {
+            field: env[name] for field, name in names.items() if env.get(name) is not None
+        }
         for field in (
             "database_url",
             "app_database_url",
@@ -83,9 +96,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "jwt_issuer",
             "jwks_url",
             "webhooks",
+            "require_if_match",
         ):
             if values.get(field) == "":
                 del values[field]
+        if "require_if_match" in values:
+            written = str(values["require_if_match"])
+            switch = SWITCHES.get(written.strip().lower())
+            if switch is None:
+                raise ValueError(
+                    f"invalid configuration: VALUELEDGER_REQUIRE_IF_MATCH: {written!r} is not "
+                    f"one of {', '.join(SWITCHES)}"
+                )
+            values["require_if_match"] = switch
         try:
             return msgspec.convert(values, cls)
         except msgspec.ValidationError as error:
@@ -147,7 +170,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"jwt_audience={self.jwt_audience!r}, jwt_issuer={self.jwt_issuer!r}, "
             f"jwks_url={redact_url(self.jwks_url)!r}, webhooks={self.webhooks!r}, "
             f"webhook_retry_delays={self.webhook_retry_delays!r}, "
-            f"webhook_retention_days={self.webhook_retention_days!r})"
+            f"webhook_retention_days={self.webhook_retention_days!r}, "
+            f"require_if_match={self.require_if_match!r})"
         )
 
     __str__ = __repr__

@@ -230,9 +230,10 @@ async def build_customer(
             team.url("/definitions/pending/versions/1/submit"), json=APPROVERS, headers=team.fay
         )
     )
+    calculated = period(1)
     calculation = created(
         await client.post(
-            team.url("/definitions/value/calculations"), json=period(1), headers=staff
+            team.url("/definitions/value/calculations"), json=calculated, headers=staff
         )
     )["calculation_id"]
     alert = created(
@@ -275,6 +276,7 @@ async def build_customer(
         "calculation_id": calculation,
         "ticket_id": ticket,
         "seq": "1",
+        "period_start": calculated["period_start"],
     }
     markers = frozenset({tenant, name, key, alert, calculation, ticket, first_hash})
     return Customer(tenant=tenant, name=name, ids=ids, markers=markers)

@@ -700,6 +700,8 @@ async def test_vendor_staff_calculate_and_the_customer_judges(
     refused(
         await client.post(calculations, json={**period(1), "result": "1"}, headers=team.staff), 400
     )
+    before_year_one = {**period(1), "period_start": "0001-01-01T00:00:00+01:00"}
+    refused(await client.post(calculations, json=before_year_one, headers=team.staff), 400)
     first = created(
         await client.post(calculations, json=period(1), headers=team.staff), "ValueCalculated"
     )

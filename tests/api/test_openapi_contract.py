@@ -39,6 +39,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Final, cast
 
 import httpx
@@ -75,6 +76,7 @@ from tests.api.test_command_routes import (
 from tests.api.test_query_routes import catch_up
 from tests.conftest import client_address
 from valueledger.services import Services
+from valueledger.settings import Settings
 
 Client = httpx.AsyncClient
 Headers = dict[str, str]
@@ -118,11 +120,14 @@ def described_document() -> dict[str, Any]:
     """The document the app describes, for collecting the tests.
 
     Describing the routes touches neither the services nor the token service (only requests
-    use them), so the app is built here without them. The tests load the document the running
+    use them), but for the settings that change what the routes answer, so the app is built
+    here with the default settings alone. The tests load the document the running
     app serves, and `test_the_served_document_lists_the_collected_operations` checks that it
     lists exactly the operations collected from this one.
     """
-    app = create_app(cast("Services", None), cast("TokenService", None))
+    app = create_app(
+        cast("Services", SimpleNamespace(settings=Settings())), cast("TokenService", None)
+    )
     document: dict[str, Any] = app.openapi_schema.to_schema()
     return document
 
@@ -209,9 +214,10 @@ async def build_world(client: Client, tokens: TokenService, tenant: str) -> Worl
             team.url("/billing/go-live"), json={"billing_starts_at": starts}, headers=team.cara
         )
     )
+    calculated = period(1)
     calculation = created(
         await client.post(
-            team.url("/definitions/value/calculations"), json=period(1), headers=team.staff
+            team.url("/definitions/value/calculations"), json=calculated, headers=team.staff
         )
     )
     alert = created(
@@ -239,6 +245,7 @@ async def build_world(client: Client, tokens: TokenService, tenant: str) -> Worl
         "ticket_id": ticket["ticket_id"],
         "key_id": key["key_id"],
         "seq": 1,
+        "period_start": calculated["period_start"],
     }
     return World(team=team, tokens=tokens, ids=ids)
 

@@ -11,14 +11,17 @@ aggregate (they take If-Match) or read one (their answer has its ETag).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Final
 
 import httpx
+import msgspec
 
 from api import command_routes
 from api.app import create_app
 from api.auth import TokenService
+from api.common import IF_MATCH
 from api.policy import POLICY
 from tests.api.test_access_matrix import guarded_operations, handlers_of
 from valueledger.services import Services
@@ -103,6 +106,7 @@ async def test_every_operation_documents_its_roles_problems_and_headers(
             if takes_key:
                 assert {"409", "422", "503"} <= set(responses), where
 
+        assert "428" not in responses, where  # If-Match is optional by default
         if name in TAKES_IF_MATCH:
             assert "If-Match" in header_parameters(operation), where
             assert answer_header(operation, "412", "ETag"), where
@@ -116,3 +120,39 @@ async def test_every_operation_documents_its_roles_problems_and_headers(
     readyz = documented["GET", "/readyz"]["responses"]
     assert {"200", "503"} <= set(readyz)
     assert set(documented["GET", "/healthz"]["responses"]) == {"200"}
+
+
+async def test_where_if_match_is_required_428_is_documented_on_every_command_on_what_exists(
+    services: Services, tokens: TokenService
+) -> None:
+    """With `require_if_match`, exactly the routes that answer 428 without If-Match (as
+    tests.api.test_preconditions finds them: every command but those creating their
+    aggregate) document it, and its If-Match as required, naming the GET that gives it."""
+    settings = msgspec.structs.replace(services.settings, require_if_match=True)
+    app = create_app(dataclasses.replace(services, settings=settings), tokens)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        base_url="http://testserver",
+    ) as client:
+        served = (await client.get("/schema/openapi.json")).json()
+    declared = {
+        handler.handler_name: handler.opt[IF_MATCH]
+        for _, handler in handlers_of(app)
+        if IF_MATCH in handler.opt
+    }
+    assert set(declared) == TAKES_IF_MATCH
+    refusing = {name for name, if_match in declared.items() if not if_match.creates}
+    assert refusing < TAKES_IF_MATCH  # the creating commands never answer 428
+    documented = set()
+    for item in served["paths"].values():
+        for operation in item.values():
+            if "428" not in operation.get("responses", {}):
+                continue
+            name = operation["operationId"]
+            documented.add(name)
+            answer = operation["responses"]["428"]
+            assert answer["content"] == PROBLEM, name
+            assert f"`GET {declared[name].read_at}` gives it." in answer["description"], name
+            (if_match,) = (p for p in operation["parameters"] if p["name"] == "If-Match")
+            assert if_match["required"] is True, name
+    assert documented == refusing
