@@ -22,6 +22,7 @@ from api import command_routes
 from api.app import create_app
 from api.auth import TokenService
 from api.common import IF_MATCH
+from api.idempotency import takes_keys
 from api.policy import POLICY
 from tests.api.test_access_matrix import guarded_operations, handlers_of
 from valueledger.services import Services
@@ -101,7 +102,8 @@ async def test_every_operation_documents_its_roles_problems_and_headers(
 
         if method == "POST":
             assert {"400", "413"} <= set(responses), where
-            takes_key = not path.startswith("/v1/auth/")
+            # Every POST but the /v1/auth/ ones and those answering a secret once.
+            takes_key = takes_keys(method, path, routed[method, path].opt)
             assert ("Idempotency-Key" in header_parameters(operation)) is takes_key, where
             if takes_key:
                 assert {"409", "422", "503"} <= set(responses), where
