@@ -17,6 +17,7 @@ person's text reads ``[erased]``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
+import structlog
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
@@ -45,7 +47,7 @@ from api.common import (
     trace_of,
 )
 from api.openapi import problems
-from api.problems import invalid_parameter
+from api.problems import ApiProblem, invalid_parameter
 from api.staff import current_vendor_staff
 from commands.accuracy import handle_feedback
 from commands.aggregates import (
@@ -82,8 +84,11 @@ from commands.tickets import handle_ticket
 from domain import accuracy, alerts, calculation, customer, definition, golive, setup, tickets
 from domain.definition import MAX_REASON_LENGTH
 from domain.roles import Role
+from projections.cache import REDIS_ERRORS
 
 # --- the decorators: the errors of the handlers; the rest is added by api.openapi ---------------
+
+log = structlog.get_logger(__name__)
 
 COMMAND_ERRORS: Final = (403, 404, 409, 422, 503)
 READ_ERRORS: Final = (404, 503)
@@ -428,8 +433,35 @@ async def decide_for_customer(
         trace=trace_of(request),
         expected_version=expected_version(request),
     )
-    await end_sessions_after(api.tokens, outcome.events, now())
-    return outcome
+    failure: Exception | None = None
+    for delay in SESSION_END_RETRIES:
+        await asyncio.sleep(delay)
+        try:
+            await end_sessions_after(api.tokens, outcome.events, now())
+        except REDIS_ERRORS as error:
+            failure = error
+        else:
+            return outcome
+    # Recorded, and not to be decided again (the domain would refuse it as done): say so.
+    log.error(
+        "sessions_not_ended",
+        customer_id=command.customer_id,
+        events=[type(event).__name__ for event in outcome.events],
+        error=type(failure).__name__,
+    )
+    raise ApiProblem(
+        503,
+        "sessions-not-ended",
+        "The command was recorded, but the sessions it ends were not ended",
+        f"its events are in the ledger (cursor {outcome.cursor}); Redis did not take the "
+        "revocation, so tokens issued before it work until they expire (at most "
+        f"{api.tokens.max_lifetime.total_seconds() / 60:g} minutes). Do not send the command "
+        "again; restore Redis, or change the affected users' passwords once it is back",
+    )
+
+
+SESSION_END_RETRIES: Final = (0.0, 0.1, 0.5)
+"""Seconds to wait before each attempt to end the sessions a recorded command ends."""
 
 
 def etagged(content: Any, version: int) -> Response[Any]:

@@ -54,6 +54,7 @@ from commands.customer import IssuedApiKey, handle_customer, issue_api_key
 from domain import customer
 from domain.roles import Role
 from eventstore.db import create_pool
+from projections.cache import connect_cache
 from tests.api.conftest import bearer
 from tests.conftest import FreshDatabases
 from valueledger.services import Services
@@ -407,6 +408,31 @@ async def test_a_suspended_customers_users_are_logged_out_and_kept_out(
     assert suspended.json()["type"].endswith("/customer-suspended")
     # Without the password, nothing is revealed.
     assert (await login(client, "cara", "wrong-password", tenant)).status_code == 401
+
+
+async def test_a_suspension_whose_sessions_cannot_be_ended_says_so_and_is_recorded(
+    client: Client, acme: dict[str, str], tenant: str, services: Services, cache_prefix: str
+) -> None:
+    """Revocations are read (the caller authenticates) but cannot be written: the suspension
+    is in the ledger, and the answer says its sessions were not ended rather than 201."""
+    secret = secrets.token_bytes(32)
+    nowhere = connect_cache("redis://127.0.0.1:1/0")
+    writing_nowhere = TokenService(secret, nowhere, cache_prefix, reads=services.request_redis)
+    working = TokenService(secret, services.redis, cache_prefix, reads=services.request_redis)
+    staff = bearer(working, "staff-1", VENDOR, Role.ADMIN)
+    transport = httpx.ASGITransport(app=create_app(services, writing_nowhere))  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as broken:
+            answer = await broken.post(
+                f"/v1/customers/{tenant}/suspend", json={"reason": "unpaid"}, headers=staff
+            )
+    finally:
+        await nowhere.aclose()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["type"].endswith("/sessions-not-ended")
+    assert "Do not send the command again" in answer.json()["detail"]
+    events = await services.store.read_stream(f"{tenant}:customer")
+    assert events[-1].type == "CustomerSuspended"
 
 
 # --- API keys -----------------------------------------------------------------------------------
