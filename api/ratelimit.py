@@ -444,17 +444,19 @@ class BodyLimitsMiddleware:
     def documentation(cls, operation: RouteOperation) -> Documentation:
         if operation.method not in cls.METHODS:
             return Documentation()
+        reads = reads_a_body(operation.handler)
         answers = [
             Answer(
                 400,
                 f"The JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels "
-                "(`json-too-deep`), or it is empty (`invalid-request` at `$`).",
+                "(`json-too-deep`)"
+                + (", or it is empty (`invalid-request` at `$`)." if reads else "."),
             )
         ]
         limit = operation.handler.resolve_request_max_body_size()
         if limit is not None:
             answers.append(Answer(413, f"The body is larger than {limit} bytes."))
-        if reads_a_body(operation.handler):
+        if reads:
             answers.append(
                 Answer(
                     415,
