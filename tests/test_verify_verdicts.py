@@ -171,6 +171,23 @@ def test_timestamps_take_ascii_digits_only() -> None:
     assert _failure(_verified(_bundle(header))) == ("bad header", TENANT, None, 1)
 
 
+@pytest.mark.parametrize(
+    ("member", "raw"),
+    [
+        ("exported_at", _bundle(_header(exported_at="yesterday"))),
+        ("valid_from", _bundle(_key_entry(valid_from="yesterday"))),
+        ("valid_until", _bundle(_key_entry(valid_until="yesterday"))),
+        ("recorded_at", _bundle(lines=_with_line(1, _line(1, recorded_at="yesterday")))),
+    ],
+)
+def test_a_bad_timestamp_is_named_by_its_member(member: str, raw: bytes) -> None:
+    report = _verified(raw)
+    assert report.failure is not None
+    assert report.failure.detail == (
+        f"{member} 'yesterday' is not RFC 3339 UTC with microseconds and Z"
+    )
+
+
 def test_a_line_in_utf16_is_malformed() -> None:
     report = _verified(_bundle(lines=_with_line(1, LINES[1].decode().encode("utf-16"))))
     assert _failure(report) == ("malformed line", TENANT, 2, 3)
