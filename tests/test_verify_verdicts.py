@@ -15,6 +15,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
@@ -282,6 +283,23 @@ def test_text_from_a_bundle_never_reaches_the_terminal_raw(place: str, text: str
     result = _cli(_HOSTILE[place](text), "--jobs", "1")
     assert result.exit_code in {0, 1}, result.output
     assert _control_characters(result.output) == [], result.output
+
+
+_CONTROLLING_TEXT: Final = _ANY_TEXT | st.text(st.characters(max_codepoint=0xA0), max_size=40)
+"""Any text, and text dense in C0 and C1 controls (U+009B is a CSI to many terminals)."""
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(place=st.sampled_from(sorted(_HOSTILE)), text=_CONTROLLING_TEXT)
+def test_the_json_report_is_the_report_with_no_control_character_raw(place: str, text: str) -> None:
+    raw = _HOSTILE[place](text)
+    result = _cli(raw, "--json", "--jobs", "1")
+    assert result.exit_code in {0, 1}, result.output
+    shown, end = result.stdout[:-1], result.stdout[-1:]
+    assert end == "\n"
+    assert [char for char in shown if unicodedata.category(char) == "Cc"] == [], shown
+    report = verify_bundle(io.BytesIO(raw), KeyRing())
+    assert json.loads(shown) == json.loads(msgspec.json.encode(report))
 
 
 # -------------------------------------------------------------------- errors of the command
