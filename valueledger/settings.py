@@ -7,7 +7,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, overload
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import msgspec
@@ -157,8 +157,14 @@ SECRET_PARAMETER: Final = re.compile(r"pass|secret|token|key|auth|credential", r
 """Query parameters whose value is (or may be) a secret: libpq's `password` and `sslpassword`,
 redis-py's `password`, and the tokens and keys of other services' URLs (a JWKS endpoint's)."""
 REDACTED_TEXT: Final = "***"
+_URL_MARKER: Final = re.compile("://")
+_URL_END: Final = re.compile(r"\s|\Z")
 
 
+@overload
+def redact_url(url: str) -> str: ...
+@overload
+def redact_url(url: None) -> None: ...
 def redact_url(url: str | None) -> str | None:
     """The URL with its secrets replaced, fit for logs and error messages: the user-info
     password and the value of every query parameter named like a secret (SECRET_PARAMETER).
@@ -178,6 +184,25 @@ def redact_url(url: str | None) -> str | None:
         netloc = f"{userinfo.partition(':')[0]}:{REDACTED_TEXT}@{hosts}"
     query = "&".join(_redacted_parameter(item) for item in parts.query.split("&"))
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` with every URL in it redacted as redact_url does: free text, such as an error's
+    message (`could not connect to postgresql://u:pw@h/db`). Every "://" starts a URL, whatever
+    stands before it (a scheme, or text run into one), and the URL runs to the next white space:
+    what follows it without a space (a closing quote, a full stop) is taken as part of it, at
+    worst redacted along with a secret before it, never a secret shown. A URL inside another
+    (`https://h/?next=https://u:pw@i`) is redacted first, then the one around it."""
+    if "://" not in text:
+        return text
+    for marker in reversed([found.start() for found in _URL_MARKER.finditer(text)]):
+        end = _URL_END.search(text, marker)
+        assert end is not None  # noqa: S101 - \Z always matches
+        # Under a scheme of the caller's choosing, every URL splits alike, and the text before
+        # "://" stays as it is.
+        shown = redact_url(f"http{text[marker : end.start()]}")
+        text = f"{text[:marker]}{shown.removeprefix('http')}{text[end.start() :]}"
+    return text
 
 
 def _redacted_parameter(item: str) -> str:
