@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, overload
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import msgspec
 
@@ -178,12 +178,28 @@ def redact_url(url: str | None) -> str | None:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed IPv6 bracket: nothing in it can be told apart
         return f"{REDACTED_TEXT} (a URL that cannot be taken apart)"
-    userinfo, at, hosts = parts.netloc.rpartition("@")
     netloc = parts.netloc
-    if at and ":" in userinfo:
+    if _password(netloc) is not None:
+        userinfo, _at, hosts = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:{REDACTED_TEXT}@{hosts}"
     query = "&".join(_redacted_parameter(item) for item in parts.query.split("&"))
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> frozenset[str]:
+    """What redact_url cuts out of `url` (its password, the values of its parameters named like
+    secrets), as written there and decoded: to be cut out of text that repeats them without the
+    URL around them, as an error quoting a server's answer to a request for `url` may. Raises
+    ValueError for a URL urllib cannot take apart."""
+    parts = urlsplit(url)
+    written = [_password(parts.netloc)]
+    for item in parts.query.split("&"):
+        name, equals, value = item.partition("=")
+        if equals and _secret_parameter(name):
+            written.append(value)
+    return frozenset(
+        form for text in written if text for form in (text, unquote(text), unquote_plus(text))
+    )
 
 
 def redact_urls_in(text: str) -> str:
@@ -205,8 +221,17 @@ def redact_urls_in(text: str) -> str:
     return text
 
 
+def _password(netloc: str) -> str | None:
+    userinfo, at, _hosts = netloc.rpartition("@")
+    return userinfo.partition(":")[2] if at and ":" in userinfo else None
+
+
+def _secret_parameter(name: str) -> bool:
+    return SECRET_PARAMETER.search(unquote_plus(name)) is not None
+
+
 def _redacted_parameter(item: str) -> str:
     name, equals, _value = item.partition("=")
-    if equals and SECRET_PARAMETER.search(unquote_plus(name)):
+    if equals and _secret_parameter(name):
         return f"{name}={REDACTED_TEXT}"
     return item
