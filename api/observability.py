@@ -51,6 +51,7 @@ from api.problems import MEDIA_TYPE, PROBLEM_BASE, Problem
 from projections.cache import REDIS_ERRORS
 from projections.metrics import ProjectionStatus, projection_status, refresh_lag_gauges
 from projections.registry import PROJECTORS
+from valueledger.settings import redact_urls_in
 
 log = structlog.get_logger("valueledger.request")
 tracer = trace.get_tracer("valueledger.api")
@@ -109,12 +110,15 @@ def _secret_field(name: str) -> bool:
 def redact_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: blank fields named like secrets and credentials inside strings."""
+    """structlog processor: blank fields named like secrets, and in strings the credentials and
+    the secrets of URLs (as redact_url finds them: `error="could not connect to
+    postgresql://u:pw@h/db"`). Only a string holding "://" is searched for URLs (redact_urls_in
+    looks first), so the request's own line, which has none, costs next to nothing more."""
     for name, value in list(event.items()):
         if _secret_field(name):
             event[name] = REDACTED
         elif isinstance(value, str):
-            event[name] = SECRET_TEXT.sub(REDACTED, value)
+            event[name] = SECRET_TEXT.sub(REDACTED, redact_urls_in(value))
     return event
 
 

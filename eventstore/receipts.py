@@ -41,11 +41,13 @@ def format_timestamp(moment: datetime) -> str:
     return utc.isoformat(timespec="microseconds") + "Z"
 
 
-def parse_timestamp(text: str) -> datetime:
-    """The inverse of format_timestamp; any other spelling is refused."""
+def parse_timestamp(text: str, member: str = "recorded_at") -> datetime:
+    """The inverse of format_timestamp; any other spelling is refused, in a message naming the
+    `member` the text was read from (a bundle's exported_at and its keys' validity are read
+    here too)."""
     if not _TIMESTAMP.match(text):
         shown = repr(text) if len(text) <= 64 else f"{text[:64]!r}... ({len(text)} characters)"
-        raise ValueError(f"recorded_at {shown} is not RFC 3339 UTC with microseconds and Z")
+        raise ValueError(f"{member} {shown} is not RFC 3339 UTC with microseconds and Z")
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 

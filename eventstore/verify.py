@@ -588,8 +588,8 @@ def _header_keyring(header: dict[str, Any], ring: KeyRing) -> list[str]:
             ring,
             entry["key_id"],
             entry["public_key"],
-            parse_timestamp(entry["valid_from"]),
-            parse_timestamp(until) if until is not None else None,
+            parse_timestamp(entry["valid_from"], "valid_from"),
+            parse_timestamp(until, "valid_until") if until is not None else None,
         )
         listed.append(entry["key_id"])
     return listed
@@ -631,7 +631,7 @@ def verify_bundle(
             tenant = header["tenant"]
             if not isinstance(header["exported_at"], str):
                 raise ValueError("exported_at must be an RFC 3339 timestamp")
-            parse_timestamp(header["exported_at"])
+            parse_timestamp(header["exported_at"], "exported_at")
             listed = _header_keyring(header, ring)
         except (ValueError, RecursionError) as error:
             raise VerificationFailed(

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from eventstore.db import create_pool
 from eventstore.errors import ConcurrencyError
 from eventstore.receipts import GENESIS_HASH
 from eventstore.store import (
@@ -21,6 +22,7 @@ from eventstore.store import (
     NewEvent,
     RecordedEvent,
     StreamState,
+    read_committed,
 )
 from tests.conftest import settings_for, verified_records, write_record_directly
 from valueledger.bootstrap import open_store
@@ -173,6 +175,75 @@ async def test_many_writers_many_tenants_a_subscriber_sees_each_event_once(
     for event in received:
         by_tenant[event.tenant].append(event.seq)
     assert all(seqs == list(range(1, 41)) for seqs in by_tenant.values())
+
+
+async def test_eight_processes_worth_of_writers_a_reader_pages_each_event_once(
+    store: EventStore, database_url: str, meta: Metadata
+) -> None:
+    """As many write transactions at once as eight processes have: eight stores, each with its
+    own pool and writer connection, append to 16 tenants, each tenant from four of them (so
+    their statements also wait on each other's head locks), while a reader pages through the
+    ledger by cursor, seven events at a time, on a connection and event loop of its own (a
+    thread, so that it reads as often as a reader process would, not only when the writers
+    let this loop go). It must see every committed event exactly once, in cursor order, and
+    each tenant's in chain order: seq 1, 2, ..., each linked to the one before."""
+    existing = await store.read_all(START, limit=1_000_000)
+    after = existing[-1].cursor if existing else START
+    tenants = [f"p-{secrets.token_hex(4)}" for _ in range(16)]
+    total = 16 * 4 * 18  # tenants, writers of each, events each writer appends
+    written: list[RecordedEvent] = []
+    received: list[RecordedEvent] = []
+
+    async def writer(target: EventStore, tenant: str, stream: str) -> None:
+        for n in range(12):
+            events = [NewEvent("Tick", {"n": n, "i": i}) for i in range(1 + n % 2)]
+            written.extend(await target.append(stream, events, StreamState.ANY, tenant, meta))
+
+    async def reader(cursor: Cursor) -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            while len(received) < total:  # one skipped never comes: the wait_for ends it
+                page = await read_committed(connection, cursor, limit=7)
+                received.extend(event for event in page if event.tenant in tenants)
+                if page:
+                    cursor = page[-1].cursor
+                else:
+                    await asyncio.sleep(0.001)
+        finally:
+            await connection.close()
+
+    reading = asyncio.ensure_future(
+        asyncio.to_thread(asyncio.run, asyncio.wait_for(reader(after), 30))
+    )
+    stores = [
+        EventStore(await create_pool(database_url, min_size=1, max_size=2), store.signing_key)
+        for _ in range(8)
+    ]
+    try:
+        await asyncio.gather(
+            *(
+                writer(stores[(t + shift) % 8], tenant, f"{tenant}-w{shift}")
+                for t, tenant in enumerate(tenants)
+                for shift in range(4)
+            )
+        )
+    finally:
+        for opened in stores:
+            await opened.close()
+            await opened.pool.close()
+    await reading
+    assert len(written) == total
+    assert sorted((e.tenant, e.seq) for e in received) == sorted((e.tenant, e.seq) for e in written)
+    cursors = [e.cursor for e in received]
+    assert cursors == sorted(cursors)
+    assert len(set(cursors)) == len(cursors)
+    chains: dict[str, list[RecordedEvent]] = defaultdict(list)
+    for event in received:
+        chains[event.tenant].append(event)
+    for chain in chains.values():
+        assert [e.seq for e in chain] == list(range(1, 73))
+        assert chain[0].prev_hash == GENESIS_HASH
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(chain))
 
 
 def test_cursor_text_round_trip() -> None:

@@ -15,6 +15,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
@@ -171,6 +172,23 @@ def test_timestamps_take_ascii_digits_only() -> None:
     assert _failure(_verified(_bundle(header))) == ("bad header", TENANT, None, 1)
 
 
+@pytest.mark.parametrize(
+    ("member", "raw"),
+    [
+        ("exported_at", _bundle(_header(exported_at="yesterday"))),
+        ("valid_from", _bundle(_key_entry(valid_from="yesterday"))),
+        ("valid_until", _bundle(_key_entry(valid_until="yesterday"))),
+        ("recorded_at", _bundle(lines=_with_line(1, _line(1, recorded_at="yesterday")))),
+    ],
+)
+def test_a_bad_timestamp_is_named_by_its_member(member: str, raw: bytes) -> None:
+    report = _verified(raw)
+    assert report.failure is not None
+    assert report.failure.detail == (
+        f"{member} 'yesterday' is not RFC 3339 UTC with microseconds and Z"
+    )
+
+
 def test_a_line_in_utf16_is_malformed() -> None:
     report = _verified(_bundle(lines=_with_line(1, LINES[1].decode().encode("utf-16"))))
     assert _failure(report) == ("malformed line", TENANT, 2, 3)
@@ -265,6 +283,23 @@ def test_text_from_a_bundle_never_reaches_the_terminal_raw(place: str, text: str
     result = _cli(_HOSTILE[place](text), "--jobs", "1")
     assert result.exit_code in {0, 1}, result.output
     assert _control_characters(result.output) == [], result.output
+
+
+_CONTROLLING_TEXT: Final = _ANY_TEXT | st.text(st.characters(max_codepoint=0xA0), max_size=40)
+"""Any text, and text dense in C0 and C1 controls (U+009B is a CSI to many terminals)."""
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(place=st.sampled_from(sorted(_HOSTILE)), text=_CONTROLLING_TEXT)
+def test_the_json_report_is_the_report_with_no_control_character_raw(place: str, text: str) -> None:
+    raw = _HOSTILE[place](text)
+    result = _cli(raw, "--json", "--jobs", "1")
+    assert result.exit_code in {0, 1}, result.output
+    shown, end = result.stdout[:-1], result.stdout[-1:]
+    assert end == "\n"
+    assert [char for char in shown if unicodedata.category(char) == "Cc"] == [], shown
+    report = verify_bundle(io.BytesIO(raw), KeyRing())
+    assert json.loads(shown) == json.loads(msgspec.json.encode(report))
 
 
 # -------------------------------------------------------------------- errors of the command

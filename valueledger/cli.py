@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import click
 import msgspec
@@ -381,7 +382,7 @@ def projections_status(as_json: bool) -> None:
         _run(prepare_database(settings, url))
         statuses = _run(read(url))
     if as_json:
-        click.echo(msgspec.json.encode(statuses).decode())
+        click.echo(_json_line(statuses))
         return
     click.echo(f"{'projector':<12} {'checkpoint':<24} {'behind':>10} {'seconds':>9}  updated")
     for status in statuses:
@@ -480,17 +481,30 @@ class _ReportingCommand(click.Command):
             raise
 
 
+_RAW_CONTROLS: Final = re.compile(rb"\x7f|\xc2[\x80-\x9f]")
+"""DEL and the C1 controls in UTF-8 (the byte C2 only ever starts a character, so no match is
+part of another): what msgspec leaves raw in JSON, where it escapes only the C0 controls."""
+
+
+def _json_line(value: object) -> str:
+    """`value` as JSON in which no control character stands raw: a report carries a hostile
+    bundle's text (its tenant, say), and a terminal showing it would act on DEL or a C1
+    control (U+009B is a CSI to many). Escaped, they decode to the same strings."""
+    encoded = msgspec.json.encode(value)
+    return _RAW_CONTROLS.sub(lambda raw: b"\\u%04x" % ord(raw[0].decode()), encoded).decode()
+
+
 def _print_error_report(message: str, *, pinned: bool, offline: bool) -> None:
     from eventstore.verify import Report, Trust
 
     trust: Trust = "pinned" if pinned else "bundle" if offline else "database"
     report = Report(ok=False, records=0, tenants=[], trust=trust, key_ids=[], error=message)
-    click.echo(msgspec.json.encode(report).decode())
+    click.echo(_json_line(report))
 
 
 def _print_report(report: Report, as_json: bool) -> None:
     if as_json:
-        click.echo(msgspec.json.encode(report).decode())
+        click.echo(_json_line(report))
     else:
         if report.trust == "pinned":
             click.echo("trusted keys: only those given with --key")

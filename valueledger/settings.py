@@ -7,8 +7,8 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from typing import Annotated, Final, overload
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import msgspec
 
@@ -181,8 +181,14 @@ SECRET_PARAMETER: Final = re.compile(r"pass|secret|token|key|auth|credential", r
 """Query parameters whose value is (or may be) a secret: libpq's `password` and `sslpassword`,
 redis-py's `password`, and the tokens and keys of other services' URLs (a JWKS endpoint's)."""
 REDACTED_TEXT: Final = "***"
+_URL_MARKER: Final = re.compile("://")
+_URL_END: Final = re.compile(r"\s|\Z")
 
 
+@overload
+def redact_url(url: str) -> str: ...
+@overload
+def redact_url(url: None) -> None: ...
 def redact_url(url: str | None) -> str | None:
     """The URL with its secrets replaced, fit for logs and error messages: the user-info
     password and the value of every query parameter named like a secret (SECRET_PARAMETER).
@@ -196,16 +202,60 @@ def redact_url(url: str | None) -> str | None:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed IPv6 bracket: nothing in it can be told apart
         return f"{REDACTED_TEXT} (a URL that cannot be taken apart)"
-    userinfo, at, hosts = parts.netloc.rpartition("@")
     netloc = parts.netloc
-    if at and ":" in userinfo:
+    if _password(netloc) is not None:
+        userinfo, _at, hosts = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:{REDACTED_TEXT}@{hosts}"
     query = "&".join(_redacted_parameter(item) for item in parts.query.split("&"))
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def url_secrets(url: str) -> frozenset[str]:
+    """What redact_url cuts out of `url` (its password, the values of its parameters named like
+    secrets), as written there and decoded: to be cut out of text that repeats them without the
+    URL around them, as an error quoting a server's answer to a request for `url` may. Raises
+    ValueError for a URL urllib cannot take apart."""
+    parts = urlsplit(url)
+    written = [_password(parts.netloc)]
+    for item in parts.query.split("&"):
+        name, equals, value = item.partition("=")
+        if equals and _secret_parameter(name):
+            written.append(value)
+    return frozenset(
+        form for text in written if text for form in (text, unquote(text), unquote_plus(text))
+    )
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` with every URL in it redacted as redact_url does: free text, such as an error's
+    message (`could not connect to postgresql://u:pw@h/db`). Every "://" starts a URL, whatever
+    stands before it (a scheme, or text run into one), and the URL runs to the next white space:
+    what follows it without a space (a closing quote, a full stop) is taken as part of it, at
+    worst redacted along with a secret before it, never a secret shown. A URL inside another
+    (`https://h/?next=https://u:pw@i`) is redacted first, then the one around it."""
+    if "://" not in text:
+        return text
+    for marker in reversed([found.start() for found in _URL_MARKER.finditer(text)]):
+        end = _URL_END.search(text, marker)
+        assert end is not None  # noqa: S101 - \Z always matches
+        # Under a scheme of the caller's choosing, every URL splits alike, and the text before
+        # "://" stays as it is.
+        shown = redact_url(f"http{text[marker : end.start()]}")
+        text = f"{text[:marker]}{shown.removeprefix('http')}{text[end.start() :]}"
+    return text
+
+
+def _password(netloc: str) -> str | None:
+    userinfo, at, _hosts = netloc.rpartition("@")
+    return userinfo.partition(":")[2] if at and ":" in userinfo else None
+
+
+def _secret_parameter(name: str) -> bool:
+    return SECRET_PARAMETER.search(unquote_plus(name)) is not None
+
+
 def _redacted_parameter(item: str) -> str:
     name, equals, _value = item.partition("=")
-    if equals and SECRET_PARAMETER.search(unquote_plus(name)):
+    if equals and _secret_parameter(name):
         return f"{name}={REDACTED_TEXT}"
     return item

@@ -56,6 +56,7 @@ from redis.exceptions import RedisError
 
 from eventstore.store import NOTIFY_CHANNEL, EventStore, read_committed
 from projections.runner import locked_checkpoint, save_checkpoint, wait_until
+from valueledger.settings import REDACTED_TEXT, redact_urls_in, url_secrets
 from workers.webhook_format import Endpoint, body, message_id, signature
 
 log = structlog.get_logger(__name__)
@@ -170,6 +171,12 @@ class Webhooks:
         self._retention_days = retention_days
         self._queue = queue
         self._endpoints = {endpoint.id: endpoint for endpoint in endpoints}
+        # An endpoint's URL may carry a token (?token=...), which an attempt's error can repeat:
+        # as configured, and as httpx sent it (a server's answer quoting the request back).
+        self._url_secrets = {
+            endpoint.id: url_secrets(endpoint.url) | url_secrets(str(httpx.URL(endpoint.url)))
+            for endpoint in endpoints
+        }
         self._prefix = prefix
         self._retry_delays = tuple(retry_delays)
         self._client = client
@@ -300,7 +307,7 @@ class Webhooks:
                 status = answer.status_code
             error = None if 200 <= status < 300 else f"answered HTTP {status}"
         except Exception as failure:  # whatever stopped it, the attempt failed
-            error = f"{type(failure).__name__}: {failure}".rstrip(": ")[:500]
+            error = _failure_text(failure, self._url_secrets[endpoint.id])
         if error is None:
             await pool.execute(_DELIVERED_SQL, *key, attempts, status)
             DELIVERIES.labels(endpoint.id, "delivered").inc()
@@ -428,6 +435,16 @@ async def _close_worker(worker: Worker, running: asyncio.Task[None], queue: ArqR
     with contextlib.suppress(RedisError, OSError):
         await queue.delete(worker.health_check_key)
     await queue.aclose(close_connection_pool=True)
+
+
+def _failure_text(failure: Exception, secrets: frozenset[str]) -> str:
+    """What stopped an attempt, as it is stored and logged: at most 500 characters, without the
+    endpoint URL's secrets (`secrets`, wherever they stand) nor those of any URL in it
+    (redact_url's rules)."""
+    text = f"{type(failure).__name__}: {failure}"
+    for secret in sorted(secrets, key=len, reverse=True):  # a secret inside another: the longer
+        text = text.replace(secret, REDACTED_TEXT)
+    return redact_urls_in(text).rstrip(": ")[:500]
 
 
 async def run_webhooks(

