@@ -136,8 +136,10 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
+            # Tracebacks first, so that redaction reads them too (an exception's message may
+            # quote a URL with its password).
             structlog.processors.format_exc_info,
+            redact_secrets,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(levels[name]),

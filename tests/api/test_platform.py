@@ -592,6 +592,22 @@ def test_the_redaction_processor_blanks_secrets() -> None:
     assert event["user"] == "ann"
 
 
+def test_a_logged_traceback_is_redacted_too() -> None:
+    saved = structlog.get_config()
+    output = io.StringIO()
+    configure_logging("INFO", file=output, cache=False)
+    try:
+        try:
+            raise ConnectionError("could not reach postgresql://app:hunter2@db.internal/ledger")
+        except ConnectionError:
+            structlog.get_logger().exception("database_unreachable")
+    finally:
+        structlog.configure(**saved)
+    line = json.loads(output.getvalue())
+    assert "ConnectionError" in line["exception"]
+    assert "hunter2" not in output.getvalue()
+
+
 def test_the_redaction_processor_keeps_what_is_not_secret_of_a_url() -> None:
     event = redact_secrets(
         None,
