@@ -19,6 +19,8 @@ TECHNICAL: Final = frozenset({Role.ADMIN, Role.CUSTOMER_ADMIN, Role.TECHNICAL})
 FINANCE: Final = frozenset({Role.ADMIN, Role.FINANCE})
 EVERYONE: Final = frozenset(Role)
 APPROVERS: Final = frozenset({Role.CUSTOMER_ADMIN, Role.FINANCE, Role.TECHNICAL})
+CUSTOMER_USERS: Final = APPROVERS
+"""The customer's own users: the judges of the vendor's calculations (not vendor staff)."""
 """The roles a stage's assigned approver holds; vendor staff never approve."""
 
 POLICY: Final[dict[str, frozenset[Role]]] = {
@@ -61,8 +63,8 @@ POLICY: Final[dict[str, frozenset[Role]]] = {
     # calculations are the vendor's claim; every customer role may judge them
     "calculate_value": ADMIN,
     "recalculate_value": ADMIN,
-    "confirm_calculation": EVERYONE,
-    "dispute_calculation": EVERYONE,
+    "confirm_calculation": CUSTOMER_USERS,
+    "dispute_calculation": CUSTOMER_USERS,
     "get_period_calculations": EVERYONE,
     "get_feedback": EVERYONE,
     # support tickets: vendor-only steps are ADMIN's

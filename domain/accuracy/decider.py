@@ -6,9 +6,10 @@ come with the command.
 Rules, in the order they are checked:
 - The command is stamped (`at` timezone-aware, `by` not blank) and names a customer and a
   calculation; once the stream has a verdict, commands must name the same customer.
-- Who: vendor staff (ADMIN) for any customer; otherwise a current user of the customer
-  (CUSTOMER_ADMIN, FINANCE or TECHNICAL) acting in the role they hold now, so a token issued
-  before a role change or a revocation no longer works.
+- Who: a current user of the customer (CUSTOMER_ADMIN, FINANCE or TECHNICAL) acting in the
+  role they hold now, so a token issued before a role change or a revocation no longer works.
+  Not vendor staff: the verdicts measure the vendor's calculations, and their mean is the
+  accuracy go-live requires, so the vendor judging its own work could clear that check alone.
 - The calculation must exist and be its period's current calculation: feedback on a
   superseded one is refused, naming the one that superseded it.
 - A calculation gets one verdict: a second confirmation or dispute is refused, naming the
@@ -189,14 +190,17 @@ def _alert_severity(score: Decimal, after: Decimal, threshold: Decimal) -> Alert
 
 
 def _check_actor(command: Command, users: Mapping[str, Role], action: str) -> None:
-    """ADMIN for any customer; anyone else as a current user of it, in the role held now."""
+    """A current user of the customer, in the role held now; never vendor staff."""
     if command.by_role is Role.ADMIN:
-        return
+        raise NotAuthorizedError(
+            f"vendor staff cannot {action}: a verdict is the customer's own judgement of the "
+            f"vendor's calculation; ask a user of customer {command.customer_id!r}"
+        )
     current = users.get(command.by)
     if current is None:
         raise NotAuthorizedError(
             f"user {command.by!r} is not a user of customer {command.customer_id!r}, so cannot "
-            f"{action}; ask one of its users or an ADMIN"
+            f"{action}; ask one of its users"
         )
     if current is not command.by_role:
         raise NotAuthorizedError(
