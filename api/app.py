@@ -267,7 +267,18 @@ async def customer_dashboard(
     summary="Log out: revoke this token",
     # A static cookie deletion rather than a Response object: declared `None`, the route is
     # documented as what it answers, a 204 with no body (a Response[None] reads as JSON null).
-    response_cookies=[Cookie(key=COOKIE_NAME, path="/", expires=0, max_age=0)],
+    # With the attributes it was set with, so every browser matches and deletes it.
+    response_cookies=[
+        Cookie(
+            key=COOKIE_NAME,
+            path="/",
+            expires=0,
+            max_age=0,
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+    ],
 )
 async def logout(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> None:
     """Revoke the token the request was sent with, and delete the session cookie."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeAlias
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 from litestar import MediaType, Request, Response
@@ -20,7 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import PathParameter, QueryParameter
-from litestar.types import Scope
+from litestar.types import HTTPScope, Scope
 
 from api.auth import (
     COOKIE_NAME,
@@ -154,6 +154,34 @@ def query_value(scope: Scope, name: str) -> str | None:
     return None
 
 
+SAME_SITE: Final = frozenset({"same-origin", "none"})
+"""Sec-Fetch-Site values of a request a browser sends from our own pages or on the user's own
+initiative (typed in, a bookmark)."""
+
+
+def refuse_cross_site(scope: HTTPScope) -> None:
+    """Refuse (403) a request that changes something and carries the session cookie, when the
+    browser says another site sent it. SameSite=strict keeps the cookie off such requests in
+    today's browsers; this is the second defence, for a sibling site of the same registrable
+    domain (which SameSite counts as the same site) and for browsers without SameSite: the
+    Fetch Metadata header where the browser sends it, else the Origin header against our own
+    host. A request carrying neither (not a browser's) passes, as do reads."""
+    if scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+        return
+    site = header(scope, b"sec-fetch-site")
+    if site is not None:
+        if site.strip().lower() in SAME_SITE:
+            return
+    else:
+        origin = header(scope, b"origin")
+        if origin is None or urlsplit(origin.strip()).netloc == header(scope, b"host"):
+            return
+    raise PermissionDeniedException(
+        detail="a request from another site may not use the session cookie to change anything; "
+        "send it from this service's own pages, or with a bearer token"
+    )
+
+
 async def authenticate(request: Request[Any, Any, Any]) -> Principal:
     """The caller's principal, from `Authorization: Bearer`, `Authorization: ApiKey` or the
     session cookie."""
@@ -168,6 +196,7 @@ async def authenticate(request: Request[Any, Any, Any]) -> Principal:
             case ("bearer", token) if token:
                 return await _verify(request, api, token, "bearer")
             case (kind, token) if kind == SESSION_COOKIE:
+                refuse_cross_site(request.scope)
                 return await _verify(request, api, token, "cookie")
             case _:
                 raise AuthenticationError("use 'Authorization: Bearer <token>'")

@@ -193,6 +193,46 @@ async def test_the_session_cookie_is_secure_httponly_strict_and_authenticates(
     assert_unauthenticated(forged)
 
 
+async def test_another_sites_request_may_not_use_the_session_cookie_to_change_anything(
+    client: Client, acme: dict[str, str], tenant: str
+) -> None:
+    """SameSite=strict keeps the cookie off cross-site requests in today's browsers; a sibling
+    site, or an older browser, is refused by the Fetch Metadata or Origin the browser sends."""
+    token = (await login(client, "cara", acme["cara"], tenant)).json()["token"]
+    cookie = {"Cookie": f"{COOKIE_NAME}={token}"}
+    revoke = f"/v1/customers/{tenant}/users/fin/revoke"
+    for foreign in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain: same site, another origin
+        {"Origin": "https://evil.example"},
+    ):
+        refused = await client.post(revoke, headers={**cookie, **foreign})
+        assert refused.status_code == 403, (foreign, refused.text)
+        assert "another site" in refused.json()["detail"]
+    # Reads, our own pages, and clients that are not browsers go on as before.
+    read = await client.get(
+        f"/v1/customers/{tenant}", headers={**cookie, "Sec-Fetch-Site": "cross-site"}
+    )
+    assert read.status_code == 200, read.text
+    own = await client.post(revoke, headers={**cookie, "Origin": "http://testserver"})
+    assert own.status_code == 201, own.text
+
+
+async def test_logging_out_deletes_the_cookie_with_the_attributes_it_was_set_with(
+    client: Client, acme: dict[str, str], tenant: str
+) -> None:
+    token = (await login(client, "cara", acme["cara"], tenant)).json()["token"]
+    answer = await client.post(
+        "/v1/auth/logout",
+        headers={"Cookie": f"{COOKIE_NAME}={token}", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert answer.status_code == 204, answer.text
+    deleted = cookie_attributes(answer.headers["set-cookie"])
+    assert deleted["max-age"] == "0"
+    assert {"secure", "httponly"} <= set(deleted)
+    assert deleted["samesite"].lower() == "strict"
+
+
 async def test_every_wrong_login_gets_one_identical_401(
     client: Client, acme: dict[str, str], tenant: str
 ) -> None:
