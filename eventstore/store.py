@@ -134,6 +134,17 @@ def _check_meta_shape(metadata: object) -> None:
             )
 
 
+def _meta_document(metadata: Metadata) -> dict[str, Any]:
+    """The members of checked metadata as they are signed. Built by hand, not with
+    msgspec.to_builtins, which refuses str subclasses: every string is passed on as it is, and
+    canonical_json writes it as the plain string it holds."""
+    actor = metadata.actor
+    document: dict[str, Any] = {"actor": {"user": actor.user, "role": actor.role}}
+    for name in _TRACE_FIELDS:
+        document[name] = getattr(metadata, name)
+    return document
+
+
 class NewEvent(msgspec.Struct, frozen=True):
     type: str
     data: Any
@@ -623,7 +634,8 @@ class EventStore:
             raise InvalidAppendError("idempotency key must be 1-200 printable ASCII characters")
         _check_meta_shape(metadata)
         try:
-            meta_json = canonical_json(msgspec.to_builtins(metadata), "meta", depth=1)
+            meta = _meta_document(metadata)
+            meta_json = canonical_json(meta, "meta", depth=1)
             types, type_jsons, data_jsons = [], [], []
             for index, event in enumerate(events):
                 if not isinstance(event.type, str) or not EVENT_TYPE_FORMAT.match(event.type):
