@@ -636,6 +636,9 @@ class EventStore:
         try:
             meta = _meta_document(metadata)
             meta_json = canonical_json(meta, "meta", depth=1)
+            # Who appends is part of what an idempotency key stands for; the trace ids are not
+            # (a retry may carry new ones).
+            actor_json = canonical_json(meta["actor"], "meta.actor", depth=2)
             types, type_jsons, data_jsons = [], [], []
             for index, event in enumerate(events):
                 if not isinstance(event.type, str) or not EVENT_TYPE_FORMAT.match(event.type):
@@ -656,7 +659,8 @@ class EventStore:
         except InvalidPayloadError as error:
             raise InvalidAppendError(str(error)) from None
         digest = hashlib.sha256()
-        for part in (stream.encode(), str(expected).encode(), *type_jsons, *data_jsons):
+        parts = (stream.encode(), str(expected).encode(), actor_json, *type_jsons, *data_jsons)
+        for part in parts:
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
         return _Append(

@@ -332,6 +332,23 @@ async def test_str_subclasses_are_stored_as_the_plain_strings_they_hold(
     assert await verified_records(database_url, [tenant]) == 1
 
 
+async def test_the_same_key_from_another_actor_is_other_content(
+    store: EventStore, tenant: str, meta: Metadata
+) -> None:
+    """An idempotency key stands for who appends as well as what: the same data from another
+    actor is not a retry of the first append. New trace ids are (a retry may carry them)."""
+    events = [NewEvent("Paid", {"a": 1})]
+    first = await store.append(f"{tenant}-p", events, StreamState.ANY, tenant, meta, "k")
+    retried = Metadata(actor=meta.actor, correlation_id="corr-2", trace_id="trace-2")
+    assert await store.append(f"{tenant}-p", events, StreamState.ANY, tenant, retried, "k") == first
+    for actor in (Actor(user="mallory", role="ADMIN"), Actor(user=meta.actor.user, role="VIEWER")):
+        with pytest.raises(IdempotencyKeyReusedError, match="'k'"):
+            await store.append(
+                f"{tenant}-p", events, StreamState.ANY, tenant, Metadata(actor=actor), "k"
+            )
+    assert len(await store.read_tenant(tenant)) == 1
+
+
 def test_the_documented_limits_are_the_enforced_ones() -> None:
     """docs/event-store.md is what operators read: its limits table must match the code."""
     doc = (Path(__file__).parent.parent / "docs" / "event-store.md").read_text()
