@@ -300,6 +300,11 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
         connection = await _owner_connection(url)
         try:
             async with connection.transaction(isolation="repeatable_read", readonly=True):
+                # As export says it (eventstore.bundle.export_bundle): an unknown tenant is a
+                # mistake in the request, not an empty ledger.
+                known = "SELECT 1 FROM chain_heads WHERE tenant = $1"
+                if await connection.fetchval(known, tenant) is None:
+                    raise LookupError(f"tenant {tenant!r} has no ledger")
                 async for line in record_lines(connection, tenant, from_seq):
                     sys.stdout.buffer.write(line + b"\n")
         finally:
