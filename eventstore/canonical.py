@@ -199,7 +199,11 @@ class _Refused(Exception):
 
 
 def _encode_text(text: str, what: str) -> bytes:
-    """A JSON string, refusing what cannot be stored or read back the same everywhere."""
+    """A JSON string, refusing what cannot be stored or read back the same everywhere.
+
+    A str subclass is written as the plain string it holds (the encoder takes exact str only),
+    whatever its own __str__ or __contains__ would say."""
+    text = str.__str__(text)
     try:
         encoded = _encode_str(text)
     except UnicodeEncodeError:

@@ -73,6 +73,11 @@ NOTIFY_SPACING: Final = 0.005
 # How long (seconds) an append waits for a tenant's head another session holds before its round
 # fails (and its appends go again one by one, so that only those of the held tenant wait again).
 HEAD_LOCK_TIMEOUT: Final = 5.0
+# How long (seconds) a store whose key was retired waits for the key file to hold the current
+# key: a rotation registers the new key and replaces the file in two steps, and a store that
+# reloads between them (or on a host the file reaches later) must not fail its appends.
+KEY_ROTATION_WAIT: Final = 10.0
+KEY_RELOAD_SPACING: Final = 0.05
 # How long to wait for a lost writer session to exit before its round's outcome is given up on.
 END_SESSION_WAIT_MS: Final = 5000
 
@@ -132,6 +137,17 @@ def _check_meta_shape(metadata: object) -> None:
             raise InvalidAppendError(
                 f"meta.{name}: must be a string or None, not {type(value).__name__}"
             )
+
+
+def _meta_document(metadata: Metadata) -> dict[str, Any]:
+    """The members of checked metadata as they are signed. Built by hand, not with
+    msgspec.to_builtins, which refuses str subclasses: every string is passed on as it is, and
+    canonical_json writes it as the plain string it holds."""
+    actor = metadata.actor
+    document: dict[str, Any] = {"actor": {"user": actor.user, "role": actor.role}}
+    for name in _TRACE_FIELDS:
+        document[name] = getattr(metadata, name)
+    return document
 
 
 class NewEvent(msgspec.Struct, frozen=True):
@@ -623,7 +639,11 @@ class EventStore:
             raise InvalidAppendError("idempotency key must be 1-200 printable ASCII characters")
         _check_meta_shape(metadata)
         try:
-            meta_json = canonical_json(msgspec.to_builtins(metadata), "meta", depth=1)
+            meta = _meta_document(metadata)
+            meta_json = canonical_json(meta, "meta", depth=1)
+            # Who appends is part of what an idempotency key stands for; the trace ids are not
+            # (a retry may carry new ones).
+            actor_json = canonical_json(meta["actor"], "meta.actor", depth=2)
             types, type_jsons, data_jsons = [], [], []
             for index, event in enumerate(events):
                 if not isinstance(event.type, str) or not EVENT_TYPE_FORMAT.match(event.type):
@@ -644,7 +664,8 @@ class EventStore:
         except InvalidPayloadError as error:
             raise InvalidAppendError(str(error)) from None
         digest = hashlib.sha256()
-        for part in (stream.encode(), str(expected).encode(), *type_jsons, *data_jsons):
+        parts = (stream.encode(), str(expected).encode(), actor_json, *type_jsons, *data_jsons)
+        for part in parts:
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
         return _Append(
@@ -1154,15 +1175,31 @@ class EventStore:
                     )
 
     async def _refresh_key(self, outcome: asyncpg.Record) -> None:
-        """The key was retired (rotated by another process) or is unknown: load the current one
-        once; if that is the same key, signing cannot go on and the caller must be told."""
+        """The key was retired (rotated by another process) or is unknown: load the current one.
+        A rotation in progress may not have put the new key file in place yet (the file still
+        holds a retired key, or a key not registered yet): the load is tried again, for up to
+        KEY_ROTATION_WAIT, before signing is given up and the caller told."""
         what = "is not registered" if not outcome["key_known"] else "was retired"
-        if self._reload_key is not None:
-            fresh = await self._reload_key()
-            if fresh.key_id != self._key.key_id:
-                self._key = fresh
-                return
-        raise SigningKeyError(f"signing key {self._key.key_id} {what}; configure the current key")
+        if self._reload_key is None:
+            raise SigningKeyError(
+                f"signing key {self._key.key_id} {what}; configure the current key"
+            )
+        deadline = asyncio.get_running_loop().time() + KEY_ROTATION_WAIT
+        while True:
+            try:
+                fresh = await self._reload_key()
+            except SigningKeyError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+            else:
+                if fresh.key_id != self._key.key_id:
+                    self._key = fresh
+                    return
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise SigningKeyError(
+                        f"signing key {self._key.key_id} {what}; configure the current key"
+                    )
+            await asyncio.sleep(KEY_RELOAD_SPACING)
 
     def _plan(
         self, lane: _Lane, head: _Head, batch: list[_Append], known: dict[str, int]

@@ -88,6 +88,7 @@ async def test_verify_failure_exits_one_naming_tenant_and_seq(
         (["export"], "Missing option '--tenant'"),
         (["export", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
         (["verify", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
+        (["replay", "--tenant", "nobody-here"], "tenant 'nobody-here' has no ledger"),
         (["export", "--tenant", "x", "--from-seq", "0"], "0 is not in the range x>=1"),
         (["verify", "--key", "/nonexistent.pem"], "does not exist"),
         (["verify", "--jobs", "2"], "--jobs applies to a bundle"),

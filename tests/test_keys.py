@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -10,15 +11,17 @@ from click.testing import CliRunner
 
 from eventstore.errors import SigningKeyError
 from eventstore.keys import (
+    SigningKey,
     current_signing_key,
     list_keys,
     load_private_key,
     rotate_key,
     write_new_private_key,
 )
+from eventstore.receipts import key_id_of
 from eventstore.store import EventStore, Metadata, NewEvent, StreamState
 from eventstore.verify import KeyRing, verify_database
-from tests.conftest import FreshDatabases, settings_for
+from tests.conftest import FreshDatabases, invoke, lock_waiters, settings_for
 from valueledger.bootstrap import open_store
 from valueledger.cli import main
 
@@ -85,3 +88,120 @@ def test_cli_keys_rotate_and_list(rotation_db: str, tmp_path: Path) -> None:
     assert lines[0].endswith("Z")
     assert "current" not in lines[0]
     assert lines[1].endswith("to current")
+
+
+async def test_a_store_reloading_before_the_key_file_is_replaced_waits_for_it(
+    rotation_db: str, tmp_path: Path, meta: Metadata
+) -> None:
+    """A rotation registers the new key and replaces the key file in two steps: a store that
+    finds its key retired and reloads in between reads the retired key, and must wait for the
+    new file rather than fail its appends."""
+    target = tmp_path / "signing-key.pem"
+    write_new_private_key(target)
+    async with open_store(settings_for(rotation_db, tmp_path), rotation_db) as store:
+        await store.append("acct-1", [NewEvent("A", {})], StreamState.ANY, "t1", meta)
+        new_private = write_new_private_key(tmp_path / "signing-key.pem.next")
+        connection = await asyncpg.connect(rotation_db)
+        try:
+            new_key_id = (await rotate_key(connection, new_private)).key_id
+        finally:
+            await connection.close()
+        reloading = asyncio.Event()
+
+        async def reload_key_file() -> SigningKey:
+            private = load_private_key(target)
+            reloading.set()
+            async with store.pool.acquire() as session:
+                return await current_signing_key(session, private)
+
+        reloader = EventStore(store.pool, store.signing_key, reload_key=reload_key_file)
+        try:
+            append = asyncio.create_task(
+                reloader.append("acct-1", [NewEvent("B", {})], StreamState.ANY, "t1", meta)
+            )
+            await reloading.wait()  # it found its key retired, and the file still holds it
+            (tmp_path / "signing-key.pem.next").replace(target)
+            [recorded] = await append
+        finally:
+            await reloader.close()
+        assert recorded.key_id == new_key_id
+        connection = await asyncpg.connect(rotation_db)
+        try:
+            report = await verify_database(connection, KeyRing())
+        finally:
+            await connection.close()
+        assert report.ok, report.failure
+        assert report.records == 2
+
+
+async def test_cli_rotation_puts_the_new_key_file_in_place_before_registering_it(
+    rotation_db: str, tmp_path: Path
+) -> None:
+    """Once the database has the new key current, the key file must already hold it: so the
+    command replaces the file first. Seen while the registration waits for the signing keys'
+    lock: the file holds the new key, not yet registered."""
+    env: dict[str, str | None] = {
+        "DATABASE_URL": rotation_db,
+        "VALUELEDGER_DATA_DIR": str(tmp_path),
+    }
+    assert (await invoke(["migrate"], env)).exit_code == 0
+    first = key_id_of(load_private_key(tmp_path / "signing-key.pem").public_key())
+    holder = await asyncpg.connect(rotation_db)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE signing_keys IN ACCESS SHARE MODE")
+            rotation = asyncio.create_task(invoke(["keys", "rotate"], env))
+            await lock_waiters(holder, 1)
+            staged = key_id_of(load_private_key(tmp_path / "signing-key.pem").public_key())
+            assert staged != first
+            registered = await holder.fetch("SELECT key_id FROM signing_keys")
+            assert [row["key_id"] for row in registered] == [first]
+        rotated = await rotation
+    finally:
+        await holder.close()
+    assert rotated.exit_code == 0, rotated.output
+    assert rotated.output == f"current key is now {staged}\n"
+    leftovers = [tmp_path / "signing-key.pem.next", tmp_path / "signing-key.pem.previous"]
+    assert not any(path.exists() for path in leftovers)
+
+
+async def test_appends_racing_cli_rotations_all_go_in(
+    rotation_db: str, tmp_path: Path, meta: Metadata
+) -> None:
+    """Six writers append while `valueledger keys rotate` runs three times: no append fails,
+    and the chains verify across the keys."""
+    write_new_private_key(tmp_path / "signing-key.pem")
+    env: dict[str, str | None] = {
+        "DATABASE_URL": rotation_db,
+        "VALUELEDGER_DATA_DIR": str(tmp_path),
+        "VALUELEDGER_SIGNING_KEY": str(tmp_path / "signing-key.pem"),
+    }
+    async with open_store(settings_for(rotation_db, tmp_path), rotation_db) as store:
+        rotating = True
+        appended = 0
+
+        async def writer(number: int) -> None:
+            nonlocal appended
+            while rotating:
+                await store.append(
+                    f"acct-{number}", [NewEvent("A", {"n": number})], StreamState.ANY, "t1", meta
+                )
+                appended += 1
+
+        writers = [asyncio.create_task(writer(number)) for number in range(6)]
+        try:
+            for _ in range(3):
+                rotated = await invoke(["keys", "rotate"], env)
+                assert rotated.exit_code == 0, rotated.output
+        finally:
+            rotating = False
+            await asyncio.gather(*writers)
+        assert appended > 0
+    connection = await asyncpg.connect(rotation_db)
+    try:
+        report = await verify_database(connection, KeyRing())
+        assert len(await list_keys(connection)) == 4
+    finally:
+        await connection.close()
+    assert report.ok, report.failure
+    assert report.records == appended

@@ -267,6 +267,88 @@ async def test_any_meta_is_refused_by_path_or_signed_in_its_documented_shape(
     assert await verified_records(database_url, [tenant]) == 1
 
 
+class _Label(str):
+    """A str subclass, as an application's own string types (or a StrEnum) are."""
+
+
+class _LoudLabel(str):
+    """A str subclass whose str() says something else: the string it holds is what counts."""
+
+    def __str__(self) -> str:
+        return "LOUD"
+
+
+_SOME_TEXT = st.text(max_size=6).filter(lambda text: "\x00" not in text and text.isprintable())
+_TEXT_OF_ANY_CLASS = st.one_of(_SOME_TEXT, _SOME_TEXT.map(_Label), _SOME_TEXT.map(_LoudLabel))
+_DATA_WITH_SUBCLASSED_TEXT = st.recursive(
+    st.one_of(st.none(), st.integers(-100, 100), _TEXT_OF_ANY_CLASS),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(_TEXT_OF_ANY_CLASS, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _plain_strings(value: Any) -> Any:
+    """`value` with every string as the plain str it holds."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        return {str.__str__(key): _plain_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain_strings(item) for item in value]
+    return value
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=st.dictionaries(_TEXT_OF_ANY_CLASS, _DATA_WITH_SUBCLASSED_TEXT, max_size=4),
+    user=_TEXT_OF_ANY_CLASS,
+    correlation_id=st.one_of(st.none(), _TEXT_OF_ANY_CLASS),
+)
+async def test_str_subclasses_are_stored_as_the_plain_strings_they_hold(
+    store: EventStore, database_url: str, data: dict[str, Any], user: str, correlation_id: str
+) -> None:
+    """A str subclass anywhere in data (values or member names) or meta is a string, as
+    _check_meta_shape's docstring says: signed as the plain string it holds, never a bare
+    TypeError from the encoder."""
+    tenant = f"t-{secrets.token_hex(6)}"
+    metadata = Metadata(actor=Actor(user=user, role=_Label("ADMIN")), correlation_id=correlation_id)
+    [recorded] = await store.append(
+        f"{tenant}-s", [NewEvent("E", data)], StreamState.ANY, tenant, metadata
+    )
+    assert recorded.data == _plain_strings(data)
+    assert recorded.meta == {
+        "actor": {"user": str.__str__(user), "role": "ADMIN"},
+        "correlation_id": None if correlation_id is None else str.__str__(correlation_id),
+        "causation_id": None,
+        "trace_id": None,
+    }
+    assert [stored.canonical for stored in await store.read_tenant(tenant)] == [recorded.canonical]
+    assert await verified_records(database_url, [tenant]) == 1
+
+
+async def test_the_same_key_from_another_actor_is_other_content(
+    store: EventStore, tenant: str, meta: Metadata
+) -> None:
+    """An idempotency key stands for who appends as well as what: the same data from another
+    actor is not a retry of the first append. New trace ids are (a retry may carry them)."""
+    events = [NewEvent("Paid", {"a": 1})]
+    first = await store.append(f"{tenant}-p", events, StreamState.ANY, tenant, meta, "k")
+    retried = Metadata(actor=meta.actor, correlation_id="corr-2", trace_id="trace-2")
+    assert await store.append(f"{tenant}-p", events, StreamState.ANY, tenant, retried, "k") == first
+    for actor in (Actor(user="mallory", role="ADMIN"), Actor(user=meta.actor.user, role="VIEWER")):
+        with pytest.raises(IdempotencyKeyReusedError, match="'k'"):
+            await store.append(
+                f"{tenant}-p", events, StreamState.ANY, tenant, Metadata(actor=actor), "k"
+            )
+    assert len(await store.read_tenant(tenant)) == 1
+
+
 def test_the_documented_limits_are_the_enforced_ones() -> None:
     """docs/event-store.md is what operators read: its limits table must match the code."""
     doc = (Path(__file__).parent.parent / "docs" / "event-store.md").read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -192,7 +193,12 @@ def keys_rotate(source: Path | None) -> None:
     """Retire the current key and make a new one current, at one instant.
 
     Without --from, a new RSA-2048 key replaces the configured key file (mode 0600); the
-    retired key's public half stays registered, so its receipts still verify.
+    retired key's public half stays registered, so its receipts still verify. The file is
+    replaced before the database registers the key, so that a running store finding its key
+    retired always reloads the new one. Should the command die between the two steps, running
+    stores go on signing with the old key (still current), a restarting one says its key "is
+    not registered", and `valueledger keys rotate --from <the key file>` completes the rotation.
+    Should the database refuse, the old file is put back.
     """
     from eventstore.keys import load_private_key, rotate_key, write_new_private_key
     from valueledger.bootstrap import prepare_database
@@ -200,20 +206,30 @@ def keys_rotate(source: Path | None) -> None:
     settings = _settings()
     target = settings.signing_key_path
     staged = target.with_name(target.name + ".next")
+    kept = target.with_name(target.name + ".previous")
     new_key = load_private_key(source) if source else write_new_private_key(staged)
 
     async def rotate(url: str) -> str:
+        # First, so that the first key it may register is the current one, never the new one.
         await prepare_database(settings, url)
+        if source is None:
+            kept.unlink(missing_ok=True)
+            os.link(target, kept)
+            staged.replace(target)
         connection = await _owner_connection(url)
         try:
             return (await rotate_key(connection, new_key)).key_id
+        except BaseException:
+            if source is None:
+                kept.replace(target)
+            raise
         finally:
             await connection.close()
 
     with _database(settings) as url:
         current = _run(rotate(url))
     if source is None:
-        staged.replace(target)
+        kept.unlink()
     click.echo(f"current key is now {current}")
     if source is not None and source.resolve() != target.resolve():
         click.echo(f"point VALUELEDGER_SIGNING_KEY at {source} before the next start")
@@ -284,6 +300,11 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
         connection = await _owner_connection(url)
         try:
             async with connection.transaction(isolation="repeatable_read", readonly=True):
+                # As export says it (eventstore.bundle.export_bundle): an unknown tenant is a
+                # mistake in the request, not an empty ledger.
+                known = "SELECT 1 FROM chain_heads WHERE tenant = $1"
+                if await connection.fetchval(known, tenant) is None:
+                    raise LookupError(f"tenant {tenant!r} has no ledger")
                 async for line in record_lines(connection, tenant, from_seq):
                     sys.stdout.buffer.write(line + b"\n")
         finally:
