@@ -291,3 +291,26 @@ def canonical_json(value: Any, path: str = "", depth: int = 0) -> bytes:
     except _Refused as refused:
         raise InvalidPayloadError(refused.path(path), refused.reason) from None
     return b"".join(out)
+
+
+def refuse_non_unicode(value: Any, path: str = "") -> None:
+    """InvalidPayloadError naming the first string of `value` (member names included) that is
+    not Unicode: a lone surrogate, which JSON's `\\ud800` escape can spell but no UTF-8 text
+    can hold. For JSON that is read but never hashed (a bundle's header), where canonical_json
+    would also judge what the ledger's domain leaves out."""
+    if isinstance(value, str):
+        _unicode(value, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            refuse_non_unicode(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _unicode(name, f"{_child(path, name)} (its name)")
+            refuse_non_unicode(item, _child(path, name))
+
+
+def _unicode(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayloadError(path, "string is not valid Unicode (lone surrogate)") from None

@@ -148,10 +148,32 @@ def public_key_pem(public_key: rsa.RSAPublicKey) -> str:
     ).decode("ascii")
 
 
+_PEM_BLOCK: Final = re.compile(r"-----BEGIN ([^-\r\n]*)-----")
+_PUBLIC_KEY_PEM: Final = re.compile(
+    r"[ \t\r\n]*-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+/=\r\n]+"
+    r"-----END PUBLIC KEY-----[ \t\r\n]*\Z"
+)
+
+
 def load_public_key_pem(pem: str | bytes) -> rsa.RSAPublicKey:
-    """Parse an RSA public key fit to verify receipts, or raise ValueError saying why not."""
+    """Parse an RSA public key fit to verify receipts, or raise ValueError saying why not.
+
+    Exactly what docs/receipts.md names: one `BEGIN PUBLIC KEY` block (a DER
+    SubjectPublicKeyInfo) and nothing else but whitespace, so the key_id (SHA-256 of those
+    DER bytes) is the same whoever computes it. A parser that skipped junk, took the first of
+    several blocks or read PKCS#1 would trust keys an independent verifier refuses."""
+    text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem
+    labels = _PEM_BLOCK.findall(text)
+    if len(labels) > 1:
+        raise ValueError(f"{len(labels)} PEM blocks where one public key is expected")
+    if labels and labels[0] != "PUBLIC KEY":
+        raise ValueError(f"a PEM {labels[0][:40]!r} block, not a 'PUBLIC KEY' one")
+    if not _PUBLIC_KEY_PEM.match(text):
+        raise ValueError(
+            "not a PEM public key (one BEGIN PUBLIC KEY block, nothing else but whitespace)"
+        )
     try:
-        key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+        key = serialization.load_pem_public_key(text.encode("ascii"))
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         raise ValueError(f"not a PEM public key ({error})") from None
     if not isinstance(key, rsa.RSAPublicKey):
@@ -181,6 +203,11 @@ def signature_holds(public_key: rsa.RSAPublicKey, hash_hex: str, signature_b64: 
     less (verify sets up a digest context per call)."""
     try:
         signature = base64.b64decode(signature_b64, validate=True)
+        # The decoder ignores pad bits that are not zero (…gR== reads as …gQ==); strict ones
+        # (Go's StdEncoding.Strict, Rust's base64) refuse such text, so only the one spelling
+        # of these bytes is a signature, and every verifier gives the same verdict.
+        if base64.b64encode(signature).decode("ascii") != signature_b64:
+            return False
         signed = public_key.recover_data_from_signature(signature, _PKCS1V15, _SHA256)
         return signed == hashlib.sha256(bytes.fromhex(hash_hex)).digest()
     except (InvalidSignature, binascii.Error, ValueError):

@@ -41,6 +41,7 @@ from eventstore.canonical import (
     canonical_json,
     decode_plain_canonical,
     encode_plain,
+    refuse_non_unicode,
 )
 from eventstore.receipts import (
     COVERED_MEMBERS,
@@ -219,7 +220,10 @@ def add_listed_key(
     valid_until: datetime | None,
 ) -> None:
     """Add a key as listed by a bundle header or the database, after proving its key_id."""
-    key = load_public_key_pem(pem)
+    try:
+        key = load_public_key_pem(pem)
+    except ValueError as error:
+        raise ValueError(f"key {key_id}: {error}") from None
     if key_id_of(key) != key_id:
         raise ValueError(f"key_id {key_id} is not the SHA-256 of its public key")
     if ring.pinned is not None and key_id not in ring.pinned:
@@ -546,6 +550,9 @@ def _parse_line(
     record, recorded_at = _check_shape(parsed, tenant, line)
     try:
         canonical = canonical_json(_covered(record))
+        # The one string outside the covered members that is not hex-checked: only the
+        # strict parser reads the escape of a lone surrogate, so only its lines can hold one.
+        refuse_non_unicode(record["signature"], "signature")
     except InvalidPayloadError as error:
         raise VerificationFailed(
             Failure("invalid value", bounded(str(error)), tenant, None, line, record["seq"])
@@ -573,7 +580,7 @@ def _header_keyring(header: dict[str, Any], ring: KeyRing) -> list[str]:
     keys = header["keys"]
     if not isinstance(keys, list):
         raise ValueError("keys must be a list")
-    listed = []
+    listed: list[str] = []
     for entry in keys:
         if not isinstance(entry, dict) or set(entry) != KEY_MEMBERS:
             raise ValueError(f"each key has exactly the members {sorted(KEY_MEMBERS)}")
@@ -584,6 +591,9 @@ def _header_keyring(header: dict[str, Any], ring: KeyRing) -> list[str]:
         until = entry["valid_until"]
         if until is not None and not isinstance(until, str):
             raise ValueError("valid_until must be an RFC 3339 timestamp or null")
+        if entry["key_id"] in listed:
+            # Two windows for one key: which one holds is no reader's guess to make.
+            raise ValueError(f"key {entry['key_id']} is listed twice")
         add_listed_key(
             ring,
             entry["key_id"],
@@ -622,6 +632,14 @@ def verify_bundle(
             raise VerificationFailed(Failure("bad header", "header line too long", line=1))
         try:
             header = parse_strict(first)
+            refuse_non_unicode(header)
+        except InvalidPayloadError as error:
+            raise VerificationFailed(
+                Failure("invalid value", bounded(str(error)), None, None, 1)
+            ) from None
+        except (ValueError, RecursionError) as error:
+            raise VerificationFailed(Failure("bad header", bounded(str(error)), line=1)) from None
+        try:
             if not isinstance(header, dict) or set(header) != HEADER_MEMBERS:
                 raise ValueError(f"the header has exactly the members {sorted(HEADER_MEMBERS)}")
             if header["format"] != BUNDLE_FORMAT:

@@ -115,6 +115,7 @@ def test_the_document_holds_exactly_the_expected_vectors() -> None:
         expected |= {f"record-{number}.{part}" for part in ("covered", "canonical", "proof")}
     for name in JCS_EXAMPLES:
         expected |= {f"jcs-{name}.input", f"jcs-{name}.output"}
+    expected.add("record-1.signature-not-canonical")
     assert set(BLOCKS) == expected
     # Every fenced block announcing itself as a vector was understood by the pattern above.
     assert DOC_TEXT.count(" vector ") >= len(expected)
@@ -184,6 +185,18 @@ def test_record_vector(number: int) -> None:
         padding.PKCS1v15(),
         utils.Prehashed(hashes.SHA256()),
     )
+
+
+def test_a_signature_spelled_other_than_canonically_is_refused() -> None:
+    """The vector decodes, leniently, to record 1's genuine signature bytes; strict decoding
+    (as Go's and Rust's do) refuses it, and so must every verifier, so that all agree."""
+    spelled = block("record-1.signature-not-canonical", "text")
+    genuine = proof(1)["signature"]
+    assert spelled != genuine
+    assert base64.b64decode(spelled, validate=True) == base64.b64decode(genuine, validate=True)
+    public = make_examples.load_test_key().public_key()
+    assert signature_holds(public, proof(1)["hash"], genuine)
+    assert not signature_holds(public, proof(1)["hash"], spelled)
 
 
 def test_record_vectors_form_one_chain_that_verifies_as_a_bundle() -> None:

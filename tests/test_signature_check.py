@@ -29,6 +29,8 @@ def _by_verify(public_key: rsa.RSAPublicKey, hash_hex: str, signature_b64: str) 
     """The verdict of cryptography's own verify call: the reference."""
     try:
         signature = base64.b64decode(signature_b64, validate=True)
+        if base64.b64encode(signature).decode() != signature_b64:
+            return False  # section 7: one spelling per signature, as strict decoders read it
         public_key.verify(signature, bytes.fromhex(hash_hex), padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, binascii.Error, ValueError):
         return False
@@ -72,6 +74,7 @@ FORGERIES: Final[dict[str, Forgery]] = {
     ),
     "not base64": lambda digest, signature, n: signature[:-4] + "!!!=",
     "unpadded base64": lambda digest, signature, n: signature.rstrip("="),
+    "pad bit set": lambda digest, signature, n: make_examples.with_a_pad_bit_set(signature),
     "empty": lambda digest, signature, n: "",
 }
 

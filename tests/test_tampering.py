@@ -52,6 +52,7 @@ from eventstore.verify import (
     verify_bundle,
     verify_database,
 )
+from tests.vectors import make_examples
 
 # ----------------------------------------------------------------------------- strategies
 
@@ -861,6 +862,28 @@ async def test_database_altered_signature_is_caught(
     await assert_caught_in_database(store, built, seq, "bad signature")
 
 
+@DATABASE_PROPERTY
+@given(ledger=LEDGERS, data=st.data())
+async def test_database_signature_not_spelled_canonically_is_caught(
+    store: EventStore, database_url: str, ledger: LedgerSpec, data: st.DataObject
+) -> None:
+    """The genuine signature bytes, in base64 with an unused pad bit set (docs/receipts.md,
+    section 7): lenient decoders read the same bytes, strict ones refuse the text."""
+    built = await build(store, ledger)
+    seq = data.draw(st.integers(1, built.records), label="seq")
+    stored = await store.pool.fetchval(
+        "SELECT signature FROM events WHERE tenant = $1 AND seq = $2", built.tenant, seq
+    )
+    await tamper(
+        database_url,
+        (
+            "UPDATE events SET signature = $3 WHERE tenant = $1 AND seq = $2",
+            (built.tenant, seq, make_examples.with_a_pad_bit_set(stored)),
+        ),
+    )
+    await assert_caught_in_database(store, built, seq, "bad signature")
+
+
 @pytest.mark.parametrize(
     ("stored", "reason"),
     [
@@ -1121,3 +1144,27 @@ async def test_database_key_that_is_not_its_id_is_caught(database_url: str) -> N
     assert report.failure is not None
     assert (report.failure.reason, report.failure.tenant) == ("bad key", None)
     assert "is not the SHA-256 of its public key" in report.failure.detail
+
+
+async def test_database_key_with_text_around_its_pem_is_caught(database_url: str) -> None:
+    """A listed key whose PEM carries more than one BEGIN PUBLIC KEY block and whitespace
+    (docs/receipts.md, section 8): which bytes are the key is no reader's choice (slipped
+    in, and rolled back, so that no other test meets it)."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    async with superuser(database_url) as connection:
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            await connection.execute(
+                "INSERT INTO signing_keys (key_id, public_key, created_at, retired_at)"
+                " VALUES ($1, $2, '2000-01-01Z', '2000-01-02Z')",
+                key_id_of(other),
+                "comment\n" + public_key_pem(other),
+            )
+            report = await verify_database(connection, KeyRing(), tenants=[])
+        finally:
+            await transaction.rollback()
+    assert not report.ok
+    assert report.failure is not None
+    assert (report.failure.reason, report.failure.tenant) == ("bad key", None)
+    assert report.failure.detail.startswith(f"key {key_id_of(other)}: not a PEM public key")

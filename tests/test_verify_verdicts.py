@@ -18,12 +18,20 @@ from typing import Any, Final
 import msgspec
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore.bundle import record_line
 from eventstore.canonical import canonical_json
-from eventstore.receipts import COVERED_MEMBERS, parse_timestamp, record_hash, sign_hash
+from eventstore.receipts import (
+    COVERED_MEMBERS,
+    parse_timestamp,
+    public_key_pem,
+    record_hash,
+    sign_hash,
+)
 from eventstore.verify import MAX_LINE_BYTES, KeyRing, Report, pinned_keyring, verify_bundle
 from tests.vectors import make_examples
 from valueledger.cli import main
@@ -350,3 +358,131 @@ def test_json_of_a_verdict_has_no_error() -> None:
     result = _cli(_bundle(), "--json", "--jobs", "1")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["error"] is None
+
+
+# ------------------------------------------------------------ what independent verifiers refuse
+
+
+def _ascii_json(value: Any) -> bytes:
+    """JSON with every non-ASCII character escaped: how a lone surrogate can be spelled."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail", "tenant", "seq", "line"),
+    [
+        (
+            _bundle(_ascii_json({**json.loads(HEADER), "tenant": "\ud800"})),
+            "tenant: string is not valid Unicode",
+            None,
+            None,
+            1,
+        ),
+        (
+            _bundle(_ascii_json({**json.loads(HEADER), "\udfff": 1})),
+            '["\\udfff"] (its name): string is not valid Unicode',
+            None,
+            None,
+            1,
+        ),
+        (
+            _bundle(
+                lines=_with_line(2, _ascii_json({**json.loads(LINES[2]), "signature": "\ud800"}))
+            ),
+            "signature: string is not valid Unicode",
+            TENANT,
+            3,
+            4,
+        ),
+    ],
+    ids=["header tenant", "header member name", "record signature"],
+)
+def test_a_string_that_is_not_unicode_is_an_invalid_value(
+    raw: bytes, detail: str, tenant: str | None, seq: int | None, line: int
+) -> None:
+    report = _verified(raw)
+    assert _failure(report) == ("invalid value", tenant, seq, line)
+    assert report.failure is not None
+    assert report.failure.detail.startswith(detail)
+    for arguments in (["--json"], []):
+        result = _cli(raw, "--jobs", "1", *arguments)
+        assert result.exit_code == 1, result.output
+        assert "invalid value" in result.stdout
+    shown = json.loads(_cli(raw, "--jobs", "1", "--json").stdout)
+    assert shown["failure"]["reason"] == "invalid value"
+
+
+def test_a_json_report_is_printed_whatever_text_it_carries(tmp_path: Path) -> None:
+    """A key file whose name holds a byte that is not UTF-8 (a lone surrogate to Python)."""
+    junk = tmp_path / "published-\udcff.pem"
+    junk.write_text("not a key")
+    result = CliRunner().invoke(
+        main, ["verify", "--bundle", str(make_examples.SAMPLE_BUNDLE), "--key", str(junk), "--json"]
+    )
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert "published-\\udcff.pem" in report["error"]
+
+
+def test_a_signature_not_spelled_canonically_fails() -> None:
+    """Base64 with an unused pad bit set decodes, leniently, to the genuine bytes."""
+    record = json.loads(LINES[3])
+    spelled = make_examples.with_a_pad_bit_set(record["signature"])
+    raw = _bundle(lines=_with_line(3, _line(3, signature=spelled)))
+    assert _failure(_verified(raw)) == ("bad signature", TENANT, 4, 5)
+
+
+def test_a_key_listed_twice_is_a_bad_header() -> None:
+    header = json.loads(HEADER)
+    (entry,) = header["keys"]
+    header["keys"] = [
+        {**entry, "valid_until": "2025-01-07T00:00:00.000000Z"},
+        {**entry, "valid_from": "2025-01-07T00:00:00.000000Z"},
+    ]
+    report = _verified(_bundle(_json(header)))
+    assert _failure(report) == ("bad header", TENANT, None, 1)
+    assert report.failure is not None
+    assert report.failure.detail == f"key {entry['key_id']} is listed twice"
+
+
+_PEM: Final = PUBLIC_KEY.read_text()
+_PKCS1: Final = (
+    make_examples.load_test_key()
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+    .decode()
+)
+_OTHER_PEM: Final = public_key_pem(rsa.generate_private_key(65537, 2048).public_key())
+
+
+@pytest.mark.parametrize(
+    ("pem", "detail"),
+    [
+        (_PEM + "junk", "not a PEM public key (one BEGIN PUBLIC KEY block"),
+        ("hello\n" + _PEM, "not a PEM public key (one BEGIN PUBLIC KEY block"),
+        (_PKCS1, "a PEM 'RSA PUBLIC KEY' block, not a 'PUBLIC KEY' one"),
+        (_PEM + _OTHER_PEM, "2 PEM blocks where one public key is expected"),
+        (_OTHER_PEM + _PEM, "2 PEM blocks where one public key is expected"),
+    ],
+    ids=["junk after", "junk before", "PKCS#1", "two keys", "two keys, ours second"],
+)
+def test_a_header_key_is_one_public_key_block_and_nothing_else(pem: str, detail: str) -> None:
+    report = _verified(_bundle(_key_entry(public_key=pem)))
+    assert _failure(report) == ("bad header", TENANT, None, 1)
+    assert report.failure is not None
+    key_id = json.loads(HEADER)["keys"][0]["key_id"]
+    assert report.failure.detail.startswith(f"key {key_id}: {detail}")
+
+
+def test_a_key_file_of_two_keys_is_refused(tmp_path: Path) -> None:
+    both = tmp_path / "published.pem"
+    both.write_text(_PEM + _OTHER_PEM)
+    result = CliRunner().invoke(
+        main, ["verify", "--bundle", str(make_examples.SAMPLE_BUNDLE), "--key", str(both)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"valueledger: --key {both} holds 2 PEM blocks; give one key per --key\n"
+    )
+    assert result.stdout == ""

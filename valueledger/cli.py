@@ -511,8 +511,24 @@ def _json_line(value: object) -> str:
     """`value` as JSON in which no control character stands raw: a report carries a hostile
     bundle's text (its tenant, say), and a terminal showing it would act on DEL or a C1
     control (U+009B is a CSI to many). Escaped, they decode to the same strings."""
-    encoded = msgspec.json.encode(value)
+    try:
+        encoded = msgspec.json.encode(value)
+    except UnicodeEncodeError:
+        encoded = msgspec.json.encode(_unicode_only(msgspec.to_builtins(value)))
     return _RAW_CONTROLS.sub(lambda raw: b"\\u%04x" % ord(raw[0].decode()), encoded).decode()
+
+
+def _unicode_only(value: Any) -> Any:
+    """`value` with each string that is not Unicode (a lone surrogate: a file name's undecodable
+    byte, say) showing it as its escape (`\\udcff`): JSON text has no spelling for it that
+    every reader takes, and the report is printed whatever it holds."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_unicode_only(item) for item in value]
+    if isinstance(value, dict):
+        return {_unicode_only(name): _unicode_only(item) for name, item in value.items()}
+    return value
 
 
 def _print_error_report(message: str, *, pinned: bool, offline: bool) -> None:
@@ -590,8 +606,13 @@ def verify(
 
     ring = KeyRing()
     for path in key_files:
+        pem = path.read_bytes()
+        if (blocks := pem.count(b"-----BEGIN ")) > 1:
+            # Pinning the first and dropping the rest unsaid would fail their records later,
+            # as signed by an untrusted key, for no reason the auditor could see.
+            raise CommandError(f"--key {path} holds {blocks} PEM blocks; give one key per --key")
         try:
-            pin_key(ring, path.read_bytes())
+            pin_key(ring, pem)
         except ValueError as error:
             raise CommandError(f"--key {path}: {error}") from None
     if bundle is not None:

@@ -186,6 +186,19 @@ def signed_digest(hash_hex: str) -> str:
     return hashlib.sha256(bytes.fromhex(hash_hex)).hexdigest()
 
 
+_BASE64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def with_a_pad_bit_set(signature: str) -> str:
+    """The same bytes as `signature` (256 of them: base64 ending in one character and `==`)
+    to a lenient base64 decoder, with an unused low bit of that character set: a spelling the
+    format refuses (section 7)."""
+    assert signature[-3:-2] != "=", signature
+    assert signature.endswith("=="), signature
+    last = _BASE64_ALPHABET.index(signature[-3])
+    return f"{signature[:-3]}{_BASE64_ALPHABET[last | 1]}=="
+
+
 def render_vectors() -> str:
     """The vector blocks of docs/receipts.md, in the form the test there parses."""
     fence = "```"
@@ -210,6 +223,11 @@ def render_vectors() -> str:
             f"{receipt.canonical.decode('utf-8')}\n{fence}\n\n"
             f"{fence}text vector record-{number}.proof\n{proof}\n{fence}\n"
         )
+    first = vector_receipts()[0].signature
+    parts.append(
+        f"{fence}text vector record-1.signature-not-canonical\n{with_a_pad_bit_set(first)}\n"
+        f"{fence}\n"
+    )
     return "\n".join(parts)
 
 
