@@ -268,7 +268,7 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
     """
     if (tenant is None) == (projection is None):
         raise CommandError("give exactly one of --tenant (print events) or --projection (rebuild)")
-    from eventstore.bundle import record_lines
+    from eventstore.bundle import head_seq, lending, record_pages
     from valueledger.bootstrap import prepare_database
 
     settings = _settings()
@@ -283,9 +283,10 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
     async def emit(url: str) -> None:
         connection = await _owner_connection(url)
         try:
-            async with connection.transaction(isolation="repeatable_read", readonly=True):
-                async for line in record_lines(connection, tenant, from_seq):
-                    sys.stdout.buffer.write(line + b"\n")
+            # Up to the head as it is now: records appended meanwhile are left for the next run.
+            head = await head_seq(connection, tenant) or 0
+            async for page in record_pages(lending(connection), tenant, from_seq, head):
+                sys.stdout.buffer.write(b"".join(line + b"\n" for line in page))
         finally:
             await connection.close()
         sys.stdout.buffer.flush()
