@@ -7,6 +7,7 @@ call its handler and answer with the receipts' summary and the aggregate's ETag.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ from eventstore.canonical import MAX_SAFE_INTEGER
 from projections.queries import MAX_LIMIT
 from valueledger.services import Services
 
+EXPORTS_AT_ONCE: Final = 4
+"""Exports one process streams at once. An export holds a pooled connection only while it
+reads a page, but a slow client makes it last; more than this would let exports crowd the
+pool (10 connections, the writer's among them) and the event loop out from under the rest."""
+
 
 class Api:
     """What route handlers depend on: the shared services and the token service."""
@@ -44,6 +50,8 @@ class Api:
     def __init__(self, services: Services, tokens: TokenService) -> None:
         self.services = services
         self.tokens = tokens
+        self.export_slots = asyncio.Semaphore(EXPORTS_AT_ONCE)
+        """Taken by each export while it streams; none free is a 503 (`exports-busy`)."""
         self.require_if_match = services.settings.require_if_match
         """`Settings.require_if_match`, read once: a command without If-Match looks it up."""
 

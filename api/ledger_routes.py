@@ -9,10 +9,13 @@ the public keys are public.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any, Final, cast
 
+import asyncpg
 import msgspec
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
@@ -21,15 +24,18 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from api.auth import Principal
-from api.common import ETAG, FirstSeq, ReceiptSeq, api_of, now
-from api.openapi import problems
-from eventstore.bundle import header_line, record_line, record_lines
+from api.common import ETAG, EXPORTS_AT_ONCE, FirstSeq, ReceiptSeq, api_of, now
+from api.openapi import ERROR_DESCRIPTIONS, explained_problems, problems
+from api.problems import ApiProblem
+from eventstore.bundle import fix_export_end, record_line, record_pages
 from eventstore.keys import RegisteredKey, list_keys
 from eventstore.receipts import format_timestamp, load_public_key_pem
 
 NDJSON: Final = "application/x-ndjson"
 CHUNK_BYTES: Final = 64 * 1024
 """An export is sent in chunks of about this size: few enough writes, small enough memory."""
+EXPORT_RETRY_AFTER: Final = 5
+"""Seconds a client refused for too many exports waits (exports take seconds, not minutes)."""
 KEYS_MAX_AGE: Final = 300
 """Seconds a client may cache the key list (a rotation shows within that time)."""
 
@@ -155,11 +161,20 @@ async def get_receipt(
     return cast("Response[Receipt]", answer)
 
 
+EXPORT_ERRORS: Final = explained_problems(
+    {
+        503: ERROR_DESCRIPTIONS[503]
+        + " For an export, also: this server is already streaming as many exports as it "
+        f"allows ({EXPORTS_AT_ONCE}; `exports-busy`).",
+    }
+)
+
+
 @get(
     "/v1/customers/{customer_id:str}/export",
     summary="The customer's ledger as a bundle (valueledger-bundle/1), streamed",
     media_type=NDJSON,
-    responses=problems((503,)),
+    responses=EXPORT_ERRORS,
 )
 async def export_ledger(
     request: Request[Any, Any, Any],
@@ -168,40 +183,72 @@ async def export_ledger(
     from_seq: FirstSeq = 1,
 ) -> Stream:
     """The bundle `valueledger export` writes, for auditors: a header with every key, then
-    every record from `from_seq` on, all read from one snapshot, page by page, so memory does
-    not grow with the ledger. Verify it with `valueledger verify --bundle FILE --key KEY`."""
+    every record from `from_seq` up to the chain's head when the export began, read page by
+    page, so memory does not grow with the ledger and a slow download holds no database
+    connection. Verify it with `valueledger verify --bundle FILE --key KEY`."""
     del principal
-    pool = api_of(request).services.pool
-    # Chains are never removed, so this check cannot go stale before the snapshot is taken.
-    if await pool.fetchval("SELECT 1 FROM chain_heads WHERE tenant = $1", customer_id) is None:
-        raise NotFoundException(detail=f"customer {customer_id!r} has no ledger")
-    exported_at = now()
-
-    async def bundle() -> AsyncIterator[bytes]:
-        async with (
-            pool.acquire() as connection,
-            connection.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            chunk = [await header_line(connection, customer_id, exported_at), b"\n"]
-            size = len(chunk[0])
-            async for line in record_lines(connection, customer_id, from_seq):
-                chunk += (line, b"\n")
-                size += len(line) + 1
-                if size >= CHUNK_BYTES:
-                    yield b"".join(chunk)
-                    chunk, size = [], 0
-            if chunk:
-                yield b"".join(chunk)
-
+    api = api_of(request)
+    slots = api.export_slots
+    if slots.locked():
+        raise ApiProblem(
+            503,
+            "exports-busy",
+            "Too many exports are running",
+            f"this server streams at most {EXPORTS_AT_ONCE} exports at once; retry in a moment",
+            headers={"Retry-After": str(EXPORT_RETRY_AFTER)},
+        )
+    bundle = _bundle(api.services.pool, slots, customer_id, from_seq, now())
+    try:
+        # Started here, so that the slot it takes is given back however the answer ends
+        # (an async generator once started is closed when dropped; one never started is not).
+        header = await anext(bundle)
+    except LookupError:
+        raise NotFoundException(detail=f"customer {customer_id!r} has no ledger") from None
     suffix = "" if from_seq == 1 else f"-from-{from_seq}"
     return Stream(
-        bundle(),
+        _after(header, bundle),
         media_type=NDJSON,
         headers={
             "Content-Disposition": f'attachment; filename="{customer_id}{suffix}.bundle.jsonl"',
             "Cache-Control": "no-store",
         },
     )
+
+
+async def _bundle(
+    pool: asyncpg.Pool,
+    slots: asyncio.Semaphore,
+    tenant: str,
+    from_seq: int,
+    exported_at: datetime,
+) -> AsyncIterator[bytes]:
+    """The bundle in chunks of about `CHUNK_BYTES`, the header line first, holding one of
+    `slots` from its start to its end. A connection is held only to fix the end and to read
+    each page, never while a chunk waits for the client."""
+    await slots.acquire()  # free: checked by the caller, with nothing awaited since
+    try:
+        async with pool.acquire() as connection:
+            end = await fix_export_end(connection, tenant, exported_at)
+        yield end.header + b"\n"
+        chunk: list[bytes] = []
+        size = 0
+        async for page in record_pages(pool.acquire, tenant, from_seq, end.through_seq):
+            for line in page:
+                chunk += (line, b"\n")
+                size += len(line) + 1
+                if size >= CHUNK_BYTES:
+                    yield b"".join(chunk)
+                    chunk, size = [], 0
+        if chunk:
+            yield b"".join(chunk)
+    finally:
+        slots.release()
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 ROUTES: Final[list[Any]] = [list_signing_keys, signing_keys_jwks, get_receipt, export_ledger]

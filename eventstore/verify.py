@@ -992,8 +992,8 @@ async def verify_database(
             tenants = [
                 row["tenant"]
                 for row in await connection.fetch(
-                    "SELECT tenant FROM chain_heads UNION SELECT DISTINCT tenant FROM events"
-                    " ORDER BY 1"
+                    f"SELECT tenant FROM chain_heads WHERE {HAS_LEDGER}"
+                    " UNION SELECT DISTINCT tenant FROM events ORDER BY 1"
                 )
             ]
         for tenant in tenants:
@@ -1034,13 +1034,21 @@ async def verify_database(
     return Report(True, total, checked, trust, listed)
 
 
+HAS_LEDGER: Final = "seq > 0"
+"""Of a `chain_heads` row: its tenant has a ledger. A head is made at seq 0 just before a
+tenant's first append, and stays there if that append is refused: no ledger yet. (A tenant
+with records has a ledger whatever its head says: verify then finds the head wrong.)"""
+
+
 async def _refuse_tenants_without_ledger(connection: Connection, tenants: list[str]) -> None:
-    """A tenant named that has neither a head nor a record is a mistake in the request (as
-    for export), not a ledger found wrong: LookupError, before anything is verified."""
+    """A tenant named that has neither a head past seq 0 nor a record is a mistake in the
+    request (as for export), not a ledger found wrong: LookupError, before anything is
+    verified."""
     unknown = await connection.fetchval(
         "SELECT array_agg(tenant ORDER BY ordinality) FROM unnest($1::text[]) WITH ORDINALITY"
         " AS asked(tenant, ordinality)"
-        " WHERE NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.tenant = asked.tenant)"
+        " WHERE NOT EXISTS (SELECT 1 FROM chain_heads h"
+        f" WHERE h.tenant = asked.tenant AND h.{HAS_LEDGER})"
         " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.tenant = asked.tenant)",
         tenants,
     )

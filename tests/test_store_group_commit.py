@@ -4,11 +4,13 @@ must still hold when another process (another store, another pool) writes the sa
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import random
 import secrets
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -16,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventstore.bundle import export_bundle
 from eventstore.errors import ConcurrencyError, StreamOwnershipError
 from eventstore.keys import rotate_key, write_new_private_key
 from eventstore.store import EventStore, Metadata, NewEvent, RecordedEvent, StreamState
+from eventstore.verify import KeyRing, verify_database
 from tests.conftest import (
     FreshDatabases,
     head_held,
@@ -111,6 +115,32 @@ async def test_a_lone_append_on_a_head_another_store_moved_is_rebuilt(
     with pytest.raises(StreamOwnershipError):
         await store.append(f"{tenant}-s", [NewEvent("C", {})], 2, f"{tenant}-other", meta)
     assert await verified_records(database_url, [tenant]) == 4
+
+
+async def test_a_refused_first_append_leaves_no_ledger(
+    main_server: FreshDatabases, key_folder: Path, meta: Metadata
+) -> None:
+    """The head a tenant's first append makes (at seq 0) outlives the append's refusal; export,
+    replay and verify still see no ledger for that tenant, as for one never named. (A database
+    of its own: every tenant in it is verified.)"""
+    url = await main_server.create(f"refused_{secrets.token_hex(3)}")
+    (owner, refused) = _tenants(2)
+    async with open_store(settings_for(url, key_folder), url) as store:
+        await store.append(f"{owner}-s", [NewEvent("A", {})], NO_STREAM, owner, meta)
+        with pytest.raises(StreamOwnershipError):
+            await store.append(f"{owner}-s", [NewEvent("B", {})], 1, refused, meta)
+    connection = await asyncpg.connect(url)
+    try:
+        with pytest.raises(LookupError, match=f"tenant '{refused}' has no ledger"):
+            await export_bundle(connection, refused, io.BytesIO(), datetime.now(UTC))
+        with pytest.raises(LookupError, match=f"tenant '{refused}' has no ledger"):
+            await verify_database(connection, KeyRing(), [refused])
+        everyone = await verify_database(connection, KeyRing())
+    finally:
+        await connection.close()
+    assert everyone.ok, everyone.failure
+    assert owner in everyone.tenants
+    assert refused not in everyone.tenants
 
 
 async def test_a_stale_stream_of_one_tenant_fails_only_its_append(

@@ -284,7 +284,7 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
     """
     if (tenant is None) == (projection is None):
         raise CommandError("give exactly one of --tenant (print events) or --projection (rebuild)")
-    from eventstore.bundle import record_lines
+    from eventstore.bundle import ledger_end, lending, record_pages
     from valueledger.bootstrap import prepare_database
 
     settings = _settings()
@@ -299,14 +299,10 @@ def replay(tenant: str | None, from_seq: int, projection: str | None) -> None:
     async def emit(url: str) -> None:
         connection = await _owner_connection(url)
         try:
-            async with connection.transaction(isolation="repeatable_read", readonly=True):
-                # As export says it (eventstore.bundle.export_bundle): an unknown tenant is a
-                # mistake in the request, not an empty ledger.
-                known = "SELECT 1 FROM chain_heads WHERE tenant = $1"
-                if await connection.fetchval(known, tenant) is None:
-                    raise LookupError(f"tenant {tenant!r} has no ledger")
-                async for line in record_lines(connection, tenant, from_seq):
-                    sys.stdout.buffer.write(line + b"\n")
+            # Up to the head as it is now: records appended meanwhile are left for the next run.
+            head = await ledger_end(connection, tenant)
+            async for page in record_pages(lending(connection), tenant, from_seq, head):
+                sys.stdout.buffer.write(b"".join(line + b"\n" for line in page))
         finally:
             await connection.close()
         sys.stdout.buffer.flush()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,14 +16,18 @@ from litestar import Litestar
 
 from api.app import create_app
 from api.auth import TokenService
+from api.common import EXPORTS_AT_ONCE
 from api.ledger_routes import CHUNK_BYTES
 from domain.roles import Role
-from eventstore.bundle import record_line
+from eventstore.bundle import PAGE, export_bundle, record_line
+from eventstore.canonical import canonical_json
+from eventstore.db import create_pool
 from eventstore.receipts import load_public_key_pem
-from eventstore.store import Actor, Metadata, NewEvent, StreamState
+from eventstore.store import Actor, EventStore, Metadata, NewEvent, StreamState
 from eventstore.verify import BUNDLE_FORMAT, pinned_keyring, verify_bundle
 from tests.api.conftest import bearer
 from tests.api.test_customers import registration
+from tests.conftest import client_address
 from valueledger.services import Services
 
 Client = httpx.AsyncClient
@@ -107,9 +113,9 @@ async def test_receipts_and_exports_serve_only_the_tenant_and_vendor_staff(
     assert nothing.status_code == 404
 
 
-async def body_messages(app: Litestar, path: str, headers: dict[str, str]) -> list[bytes]:
-    """The body of a GET as the ASGI messages the app sent (httpx would join them)."""
-    scope: Any = {
+def get_scope(path: str, headers: dict[str, str]) -> Any:
+    """The ASGI scope of a GET of `path`."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -124,26 +130,58 @@ async def body_messages(app: Litestar, path: str, headers: dict[str, str]) -> li
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
-    sent: list[Any] = []
-    requested = False
-    finished = asyncio.Event()
 
-    async def receive() -> Any:
-        nonlocal requested
-        if not requested:
-            requested = True
+
+class Download:
+    """A GET served to a client that reads the first `reads` body messages and then stops
+    reading until `resume` (as one whose socket buffer is full: the app's send blocks there).
+    Without `reads`, a client that reads everything."""
+
+    def __init__(
+        self, app: Litestar, path: str, headers: dict[str, str], reads: int | None = None
+    ) -> None:
+        self.sent: list[Any] = []
+        self.stalled = asyncio.Event()
+        """Set once the app waits for the client to read on."""
+        self._reads = reads
+        self._resumed = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._requested = False
+        self._answering = asyncio.create_task(
+            app(get_scope(path, headers), self._receive, self._send)
+        )
+
+    async def _receive(self) -> Any:
+        if not self._requested:
+            self._requested = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await finished.wait()  # as a server does, once the answer is complete
+        await self._finished.wait()  # as a server does, once the answer is complete
         return {"type": "http.disconnect"}
 
-    async def send(message: Any) -> None:
-        sent.append(message)
+    async def _send(self, message: Any) -> None:
+        if message["type"] == "http.response.body" and len(self.bodies()) == self._reads:
+            self.stalled.set()
+            await self._resumed.wait()
+        self.sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body"):
-            finished.set()
+            self._finished.set()
 
-    await app(scope, receive, send)
-    assert sent[0]["status"] == 200, sent
-    return [message["body"] for message in sent[1:] if message.get("body")]
+    def bodies(self) -> list[bytes]:
+        return [message["body"] for message in self.sent[1:]]
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    async def finished(self) -> list[bytes]:
+        """The body's messages, once the app has answered 200."""
+        await self._answering
+        assert self.sent[0]["status"] == 200, self.sent
+        return [body for body in self.bodies() if body]
+
+
+async def body_messages(app: Litestar, path: str, headers: dict[str, str]) -> list[bytes]:
+    """The body of a GET as the ASGI messages the app sent (httpx would join them)."""
+    return await Download(app, path, headers).finished()
 
 
 async def test_a_large_export_streams_in_chunks(
@@ -161,6 +199,68 @@ async def test_a_large_export_streams_in_chunks(
     report = verify_bundle(io.BytesIO(content), ring)
     assert report.ok, report.failure
     assert report.records == 600
+
+
+async def test_exports_waiting_on_their_clients_hold_no_connection(
+    services: Services,
+    tokens: TokenService,
+    staff: dict[str, str],
+    tenant: str,
+    database_url: str,
+) -> None:
+    """As many exports as a process streams at once, each stalled by a client that stopped
+    reading, on a pool with no more connections than that: the rest of the API still gets
+    a connection, one export more is refused (503), and each download, finished after more
+    records were appended, is byte for byte the CLI's export of the chain as it stood."""
+    await fill_ledger(services, tenant, PAGE + 100)  # more than one page
+    pool = await create_pool(
+        database_url, services.settings.db_role or None, min_size=1, max_size=EXPORTS_AT_ONCE
+    )
+    store = EventStore(pool, services.store.signing_key)
+    app = create_app(dataclasses.replace(services, store=store), tokens)
+    path = f"/v1/customers/{tenant}/export"
+    downloads = [Download(app, path, staff, reads=1) for _ in range(EXPORTS_AT_ONCE)]
+    try:
+        for download in downloads:
+            await download.stalled.wait()
+        by_cli = io.BytesIO()
+        async with services.pool.acquire() as connection:
+            await export_bundle(connection, tenant, by_cli, datetime.now(UTC))
+        await fill_ledger(services, tenant, 3)  # after every export fixed its end
+
+        assert pool.get_size() - pool.get_idle_size() == 0  # none held for a stalled export
+        peer = (client_address(), 123)
+        transport = httpx.ASGITransport(app=app, client=peer)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            receipt = await client.get(f"/v1/customers/{tenant}/receipts/1", headers=staff)
+            assert receipt.status_code == 200
+            refused = await client.get(path, headers=staff)
+            assert refused.status_code == 503
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["type"].endswith("/exports-busy")
+            assert int(refused.headers["retry-after"]) > 0
+
+            for download in downloads:
+                download.resume()
+            expected_header, expected_records = by_cli.getvalue().split(b"\n", 1)
+            for download in downloads:
+                header, records = b"".join(await download.finished()).split(b"\n", 1)
+                assert records == expected_records
+                # The same header but for when it was made.
+                exported, expected = json.loads(header), json.loads(expected_header)
+                assert exported | {"exported_at": None} == expected | {"exported_at": None}
+                assert header == canonical_json(json.loads(header))
+
+            # The slots are free again once the exports end.
+            again = await client.get(path, headers=staff)
+            assert again.status_code == 200
+            assert again.content.count(b"\n") == PAGE + 100 + 3 + 1
+    finally:
+        for download in downloads:  # so that the pool can close after a failure
+            download.resume()
+        await asyncio.gather(*(download.finished() for download in downloads))
+        await store.close()
+        await pool.close()
 
 
 async def test_the_public_keys_as_pem_and_jwks(client: Client, services: Services) -> None:
