@@ -52,7 +52,9 @@ from eventstore.verify import (
     verify_bundle,
     verify_database,
 )
+from tests.conftest import FreshDatabases, settings_for
 from tests.vectors import make_examples
+from valueledger.bootstrap import open_store
 
 # ----------------------------------------------------------------------------- strategies
 
@@ -658,6 +660,20 @@ def genuine_raw(genuine: Genuine) -> bytes:
 
 
 # ----------------------------------------------------------------------------- the database
+
+
+@pytest.fixture(scope="module")
+async def database_url(main_server: FreshDatabases) -> str:
+    """A database of this module's own: the records it tampers with (as the superuser, every
+    trigger off) would otherwise be read by other tests' projectors, which read every tenant
+    and stop at a record that does not decode."""
+    return await main_server.create("tampering")
+
+
+@pytest.fixture(scope="module")
+async def store(database_url: str, key_folder: FilePath) -> AsyncIterator[EventStore]:
+    async with open_store(settings_for(database_url, key_folder), database_url) as opened:
+        yield opened
 
 
 @asynccontextmanager
