@@ -46,8 +46,9 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from api.common import api_of
-from api.openapi import Documentation, RouteOperation, explained_problems
+from api.openapi import explained_problems
 from api.problems import MEDIA_TYPE, PROBLEM_BASE, Problem
+from eventstore.tracing import recording
 from projections.cache import REDIS_ERRORS
 from projections.metrics import ProjectionStatus, projection_status, refresh_lag_gauges
 from projections.registry import PROJECTORS
@@ -213,7 +214,7 @@ def server_span(method: str, headers: Mapping[str, str]) -> AbstractContextManag
     is all the logs and problems read from it, at a fraction of the cost of a no-op span made
     current."""
     context = propagate.extract(headers)
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if not recording():
         return contextlib.nullcontext(trace.get_current_span(context))
     return tracer.start_as_current_span(
         method,
@@ -253,12 +254,6 @@ class RequestTelemetryMiddleware:
         self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         """The request counter's and latency histogram's child per (method, route, status),
         looked up once instead of through `labels` (a lock and a validation) per request."""
-
-    @staticmethod
-    def documentation(operation: RouteOperation) -> Documentation:
-        """Nothing: it watches every answer and gives none of its own."""
-        del operation
-        return Documentation()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:

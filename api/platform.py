@@ -40,7 +40,6 @@ def documenting(require_if_match: bool) -> tuple[Documenting, ...]:
     return (
         guard_documentation,
         concurrency_documentation(require_if_match),
-        RequestTelemetryMiddleware.documentation,
         RateLimitMiddleware.documentation,
         *(layer.documentation for layer in MIDDLEWARE),
     )

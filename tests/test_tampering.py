@@ -855,6 +855,23 @@ async def test_database_changed_recorded_at_is_caught(
     await assert_caught_in_database(store, built, seq, "bad signature")
 
 
+async def stored_signature(store: EventStore, tenant: str, seq: int) -> str:
+    signature: str = await store.pool.fetchval(
+        "SELECT signature FROM events WHERE tenant = $1 AND seq = $2", tenant, seq
+    )
+    return signature
+
+
+async def replace_signature(database_url: str, tenant: str, seq: int, signature: str) -> None:
+    await tamper(
+        database_url,
+        (
+            "UPDATE events SET signature = $3 WHERE tenant = $1 AND seq = $2",
+            (tenant, seq, signature),
+        ),
+    )
+
+
 @DATABASE_PROPERTY
 @given(ledger=LEDGERS, data=st.data())
 async def test_database_altered_signature_is_caught(
@@ -862,18 +879,11 @@ async def test_database_altered_signature_is_caught(
 ) -> None:
     built = await build(store, ledger)
     seq = data.draw(st.integers(1, built.records), label="seq")
-    stored = await store.pool.fetchval(
-        "SELECT signature FROM events WHERE tenant = $1 AND seq = $2", built.tenant, seq
-    )
-    signature = bytearray(base64.b64decode(stored))
+    signature = bytearray(base64.b64decode(await stored_signature(store, built.tenant, seq)))
     byte = data.draw(st.integers(0, len(signature) - 1), label="byte")
     signature[byte] ^= 1 << data.draw(st.integers(0, 7), label="bit")
-    await tamper(
-        database_url,
-        (
-            "UPDATE events SET signature = $3 WHERE tenant = $1 AND seq = $2",
-            (built.tenant, seq, base64.b64encode(bytes(signature)).decode()),
-        ),
+    await replace_signature(
+        database_url, built.tenant, seq, base64.b64encode(bytes(signature)).decode()
     )
     await assert_caught_in_database(store, built, seq, "bad signature")
 
@@ -887,15 +897,9 @@ async def test_database_signature_not_spelled_canonically_is_caught(
     section 7): lenient decoders read the same bytes, strict ones refuse the text."""
     built = await build(store, ledger)
     seq = data.draw(st.integers(1, built.records), label="seq")
-    stored = await store.pool.fetchval(
-        "SELECT signature FROM events WHERE tenant = $1 AND seq = $2", built.tenant, seq
-    )
-    await tamper(
-        database_url,
-        (
-            "UPDATE events SET signature = $3 WHERE tenant = $1 AND seq = $2",
-            (built.tenant, seq, make_examples.with_a_pad_bit_set(stored)),
-        ),
+    stored = await stored_signature(store, built.tenant, seq)
+    await replace_signature(
+        database_url, built.tenant, seq, make_examples.with_a_pad_bit_set(stored)
     )
     await assert_caught_in_database(store, built, seq, "bad signature")
 
